@@ -1,0 +1,112 @@
+//! Command-line entry point: parses flags with clap, sets up logging and
+//! dispatches to one module per subcommand. Exit codes follow SPEC §1:
+//! 0 success, 1 failed verdict / refused by the server, 2 bad usage or config.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit status for a failed verdict (`load`) or a refusal by the server (`ctl`).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status for bad usage or bad configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error that must end the process with [`EXIT_USAGE`] (bad flag, bad config).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// An error that ends the process with [`EXIT_FAILED`] (failed verdict, refused request).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FailedError(pub String);
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// wsfault: a WebSocket-aware chaos proxy.
+#[derive(Debug, Parser)]
+#[command(name = "wsfault", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the fault-injecting proxy and its admin API.
+    Proxy(crate::proxy::ProxyArgs),
+    /// Run the reference WebSocket backend (echo + resume protocol).
+    Echo(crate::echo::EchoArgs),
+    /// Drive load through a proxy and return a verdict.
+    Load(crate::load::LoadArgs),
+    /// Talk to a running proxy's admin API (like toxiproxy-cli).
+    Ctl(crate::ctl::CtlArgs),
+    /// Run the whole chaos loop in one process.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Sets up the global tracing subscriber on stderr.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Parses arguments, runs the chosen subcommand and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("wsfault: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Proxy(args) => crate::proxy::run_command(args).await,
+            Command::Echo(args) => crate::echo::run_command(args).await,
+            Command::Load(args) => crate::load::run_command(args).await,
+            Command::Ctl(args) => crate::ctl::run_command(args).await,
+            Command::Demo(args) => crate::demo::run_command(args).await,
+        }
+    });
+    // Do not wait for lingering connection tasks.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => exit_code_for(&err),
+    }
+}
+
+/// Prints an error and picks the exit code from its type.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    eprintln!("wsfault: {err:#}");
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<crate::config::ConfigError>().is_some()
+    {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}

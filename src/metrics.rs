@@ -1,0 +1,247 @@
+//! Prometheus metrics (SPEC §6).
+//!
+//! One [`Metrics`] per running server, each with its own registry (so tests
+//! can run many servers in one process). Label values are resolved once per
+//! proxy ([`ProxyMetrics`]) and per toxic instance; the relay only touches
+//! pre-resolved counters, and only once per read batch.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::frame::Opcode;
+use crate::toxics::StreamDir;
+
+/// Histogram buckets of `wsfault_relay_delay_seconds`, in seconds.
+pub const RELAY_DELAY_BUCKETS: [f64; 13] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Who ended a connection with a close frame (the `by` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseBy {
+    /// The WebSocket client sent the close frame.
+    Client,
+    /// The upstream server sent the close frame.
+    Upstream,
+    /// A toxic injected the close frame.
+    Toxic,
+    /// The proxy itself closed (protocol error, limits, shutdown).
+    Proxy,
+}
+
+impl CloseBy {
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseBy::Client => "client",
+            CloseBy::Upstream => "upstream",
+            CloseBy::Toxic => "toxic",
+            CloseBy::Proxy => "proxy",
+        }
+    }
+}
+
+/// All metric families of one server.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    connections_active: IntGaugeVec,
+    connections_total: IntCounterVec,
+    handshake_failures: IntCounterVec,
+    frames: IntCounterVec,
+    messages: IntCounterVec,
+    bytes: IntCounterVec,
+    toxic_actions: IntCounterVec,
+    toxic_skips: IntCounterVec,
+    closes: IntCounterVec,
+    relay_delay: HistogramVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|err| panic!("static metric definition {name}: {err}"));
+    registry
+        .register(Box::new(vec.clone()))
+        .unwrap_or_else(|err| panic!("registering {name}: {err}"));
+    vec
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the metric families (and the process collector on Linux).
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            // A failure here only loses the process metrics, never the product's.
+            let _ = registry.register(Box::new(process));
+        }
+        let connections_active = IntGaugeVec::new(
+            Opts::new("wsfault_connections_active", "WebSocket connections open through the proxy."),
+            &["proxy"],
+        )
+        .unwrap_or_else(|err| panic!("static metric definition: {err}"));
+        registry
+            .register(Box::new(connections_active.clone()))
+            .unwrap_or_else(|err| panic!("registering wsfault_connections_active: {err}"));
+        let relay_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "wsfault_relay_delay_seconds",
+                "Time from reading a frame to writing it, toxics included.",
+            )
+            .buckets(RELAY_DELAY_BUCKETS.to_vec()),
+            &["proxy", "stream"],
+        )
+        .unwrap_or_else(|err| panic!("static metric definition: {err}"));
+        registry
+            .register(Box::new(relay_delay.clone()))
+            .unwrap_or_else(|err| panic!("registering wsfault_relay_delay_seconds: {err}"));
+        Metrics {
+            connections_total: counter_vec(
+                &registry,
+                "wsfault_connections_total",
+                "WebSocket connections accepted and upgraded.",
+                &["proxy"],
+            ),
+            handshake_failures: counter_vec(
+                &registry,
+                "wsfault_handshake_failures_total",
+                "Upgrades that did not become a relayed connection.",
+                &["proxy", "reason"],
+            ),
+            frames: counter_vec(
+                &registry,
+                "wsfault_frames_total",
+                "Frames read by the proxy.",
+                &["proxy", "stream", "opcode"],
+            ),
+            messages: counter_vec(
+                &registry,
+                "wsfault_messages_total",
+                "Complete data messages read by the proxy.",
+                &["proxy", "stream"],
+            ),
+            bytes: counter_vec(
+                &registry,
+                "wsfault_bytes_total",
+                "Wire bytes of frames read by the proxy.",
+                &["proxy", "stream"],
+            ),
+            toxic_actions: counter_vec(
+                &registry,
+                "wsfault_toxic_actions_total",
+                "Actions taken by toxics (a frame delayed, a message dropped, a connection cut...).",
+                &["proxy", "toxic", "type"],
+            ),
+            toxic_skips: counter_vec(
+                &registry,
+                "wsfault_toxic_skips_total",
+                "Compressed messages that payload-changing toxics left untouched.",
+                &["proxy", "toxic", "type"],
+            ),
+            closes: counter_vec(
+                &registry,
+                "wsfault_closes_total",
+                "Close frames seen or sent, by close code and by who sent them.",
+                &["proxy", "code", "by"],
+            ),
+            connections_active,
+            relay_delay,
+            registry,
+        }
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Resolves the per-proxy handles used on the relay's hot path.
+    pub fn for_proxy(&self, proxy: &str) -> ProxyMetrics {
+        let per_stream = |stream: StreamDir| StreamMetrics {
+            frames: Opcode::ALL
+                .map(|op| self.frames.with_label_values(&[proxy, stream.label(), op.label()])),
+            messages: self.messages.with_label_values(&[proxy, stream.label()]),
+            bytes: self.bytes.with_label_values(&[proxy, stream.label()]),
+            relay_delay: self.relay_delay.with_label_values(&[proxy, stream.label()]),
+        };
+        ProxyMetrics {
+            proxy: proxy.to_string(),
+            connections_active: self.connections_active.with_label_values(&[proxy]),
+            connections_total: self.connections_total.with_label_values(&[proxy]),
+            streams: [per_stream(StreamDir::Upstream), per_stream(StreamDir::Downstream)],
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// Pre-resolved counters of one stream of one proxy.
+#[derive(Clone)]
+pub struct StreamMetrics {
+    /// `wsfault_frames_total`, indexed by [`Opcode::index`].
+    pub frames: [IntCounter; 6],
+    /// `wsfault_messages_total`.
+    pub messages: IntCounter,
+    /// `wsfault_bytes_total`.
+    pub bytes: IntCounter,
+    /// `wsfault_relay_delay_seconds`.
+    pub relay_delay: Histogram,
+}
+
+/// Pre-resolved metric handles of one proxy.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    proxy: String,
+    /// `wsfault_connections_active`.
+    pub connections_active: IntGauge,
+    /// `wsfault_connections_total`.
+    pub connections_total: IntCounter,
+    /// Per stream, indexed by [`StreamDir::index`].
+    pub streams: [StreamMetrics; 2],
+    metrics: Metrics,
+}
+
+impl ProxyMetrics {
+    /// Counts a close frame (resolved per close, which is rare).
+    pub fn close(&self, code: u16, by: CloseBy) {
+        self.metrics
+            .closes
+            .with_label_values(&[&self.proxy, &code.to_string(), by.label()])
+            .inc();
+    }
+
+    /// Counts a failed upgrade.
+    pub fn handshake_failure(&self, reason: &str) {
+        self.metrics
+            .handshake_failures
+            .with_label_values(&[&self.proxy, reason])
+            .inc();
+    }
+
+    /// The action counter of one toxic (resolved once per toxic instance).
+    pub fn toxic_actions(&self, toxic: &str, kind: &str) -> IntCounter {
+        self.metrics
+            .toxic_actions
+            .with_label_values(&[&self.proxy, toxic, kind])
+    }
+
+    /// The skip counter of one toxic (resolved once per toxic instance).
+    pub fn toxic_skips(&self, toxic: &str, kind: &str) -> IntCounter {
+        self.metrics
+            .toxic_skips
+            .with_label_values(&[&self.proxy, toxic, kind])
+    }
+}
