@@ -463,6 +463,10 @@ pub trait ToxicDef: Send + Sync + std::fmt::Debug {
     fn changes_payload(&self) -> bool {
         false
     }
+    /// Whether the toxic only acts on the upgrade (then links ignore it).
+    fn handshake_only(&self) -> bool {
+        false
+    }
 }
 
 /// The per-connection, per-stream state of a toxic.
@@ -638,12 +642,12 @@ impl ActiveToxic {
         }
     }
 
-    fn count(&self, cx: &ToxicCx<'_>) {
+    fn count(actions: &prometheus::IntCounter, skips: &prometheus::IntCounter, cx: &ToxicCx<'_>) {
         if cx.actions > 0 {
-            self.actions.inc_by(cx.actions);
+            actions.inc_by(cx.actions);
         }
         if cx.skips > 0 {
-            self.skips.inc_by(cx.skips);
+            skips.inc_by(cx.skips);
         }
     }
 
@@ -672,12 +676,12 @@ impl ActiveToxic {
                 }
                 let mut cx = Self::make_cx(&mut self.rng, out, base, not_before);
                 self.state.on_frame(frame, &mut cx);
-                self.count(&cx);
+                Self::count(&self.actions, &self.skips, &cx);
             }
             Item::Eof if self.active => {
                 let mut cx = Self::make_cx(&mut self.rng, out, base, not_before);
                 self.state.on_eof(&mut cx);
-                self.count(&cx);
+                Self::count(&self.actions, &self.skips, &cx);
             }
             other => out.push(Output {
                 not_before,
@@ -706,7 +710,7 @@ impl ActiveToxic {
         }
         let mut cx = Self::make_cx(&mut self.rng, out, base, base.now);
         self.state.on_deadline(&mut cx);
-        self.count(&cx);
+        Self::count(&self.actions, &self.skips, &cx);
     }
 
     /// Until when reading is paused, if at all.

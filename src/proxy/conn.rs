@@ -1,0 +1,185 @@
+//! Per-connection shared state: the two links' mailboxes, the activity
+//! clock (for `idle_timeout`), live counters for the connections endpoint.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::toxics::{CutMode, StreamDir};
+
+/// When data last crossed the connection, in either direction.
+#[derive(Debug)]
+pub struct Activity {
+    opened_at: Instant,
+    last_data_ms: AtomicU64,
+    last_any_ms: AtomicU64,
+}
+
+impl Activity {
+    /// A clock that starts now.
+    pub fn new(opened_at: Instant) -> Activity {
+        Activity {
+            opened_at,
+            last_data_ms: AtomicU64::new(0),
+            last_any_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records traffic at `now` (`data`: at least one data frame).
+    pub fn touch(&self, now: Instant, data: bool) {
+        let ms = now.saturating_duration_since(self.opened_at).as_millis() as u64;
+        self.last_any_ms.fetch_max(ms, Ordering::Relaxed);
+        if data {
+            self.last_data_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The last instant a data frame (or, with `control`, any frame) passed.
+    pub fn last(&self, control: bool) -> Instant {
+        let ms = if control {
+            self.last_any_ms.load(Ordering::Relaxed)
+        } else {
+            self.last_data_ms.load(Ordering::Relaxed)
+        };
+        self.opened_at + Duration::from_millis(ms)
+    }
+}
+
+/// A request to one link, from the other link, a toxic, the admin API or shutdown.
+#[derive(Debug, Clone)]
+pub enum LinkCommand {
+    /// Write this close frame (already encoded, masked as needed) to the
+    /// link's writer, then wait for the closing handshake.
+    Close(Bytes),
+    /// End the connection without a close frame.
+    Cut(CutMode),
+}
+
+/// Traffic counters of one stream, for `GET /proxies/{p}/connections`.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Frames read.
+    pub frames: AtomicU64,
+    /// Wire bytes read.
+    pub bytes: AtomicU64,
+}
+
+/// State shared by the two links of one connection and the registry.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Ordinal within the proxy (order of acceptance, from 0); also the id.
+    pub id: u64,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Request path and query.
+    pub path: String,
+    /// Negotiated subprotocol.
+    pub subprotocol: Option<String>,
+    /// When the upgrade completed.
+    pub opened_at: Instant,
+    /// Activity clock.
+    pub activity: Activity,
+    /// Per stream counters, indexed by [`StreamDir::index`].
+    pub counters: [StreamCounters; 2],
+    mailbox: [Mutex<Option<LinkCommand>>; 2],
+    wake: [Notify; 2],
+    /// Set once the connection is closing (no second close is started).
+    closing: AtomicBool,
+    /// `peer_gone[i]`: the link other than `i` has ended.
+    peer_gone: [AtomicBool; 2],
+}
+
+impl ConnShared {
+    /// New shared state.
+    pub fn new(id: u64, client: SocketAddr, path: String, subprotocol: Option<String>) -> ConnShared {
+        let opened_at = Instant::now();
+        ConnShared {
+            id,
+            client,
+            path,
+            subprotocol,
+            opened_at,
+            activity: Activity::new(opened_at),
+            counters: Default::default(),
+            mailbox: Default::default(),
+            wake: Default::default(),
+            closing: AtomicBool::new(false),
+            peer_gone: Default::default(),
+        }
+    }
+
+    /// Posts a command to the link of `stream` (the last one wins, but a
+    /// `Cut` is never replaced by a `Close`).
+    pub fn post(&self, stream: StreamDir, command: LinkCommand) {
+        let i = stream.index();
+        if let Ok(mut slot) = self.mailbox[i].lock() {
+            if !matches!(*slot, Some(LinkCommand::Cut(_))) {
+                *slot = Some(command);
+            }
+        }
+        self.wake[i].notify_one();
+    }
+
+    /// Takes the pending command of the link of `stream`.
+    pub fn take(&self, stream: StreamDir) -> Option<LinkCommand> {
+        self.mailbox[stream.index()].lock().ok()?.take()
+    }
+
+    /// Waits until a command is posted for the link of `stream`.
+    pub async fn wait(&self, stream: StreamDir) {
+        self.wake[stream.index()].notified().await;
+    }
+
+    /// Whether a cut is waiting in the mailbox of the link of `stream`.
+    pub fn is_cut_pending(&self, stream: StreamDir) -> bool {
+        self.mailbox[stream.index()]
+            .lock()
+            .map(|slot| matches!(*slot, Some(LinkCommand::Cut(_))))
+            .unwrap_or(false)
+    }
+
+    /// Tells the link of `stream` that its peer link has ended.
+    pub fn peer_done(&self, stream: StreamDir) {
+        self.peer_gone[stream.index()].store(true, Ordering::Release);
+        self.wake[stream.index()].notify_one();
+    }
+
+    /// Whether the peer of the link of `stream` has ended.
+    pub fn peer_gone(&self, stream: StreamDir) -> bool {
+        self.peer_gone[stream.index()].load(Ordering::Acquire)
+    }
+
+    /// Marks the connection as closing; false if it already was.
+    pub fn start_closing(&self) -> bool {
+        !self.closing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Cuts both links without a close frame.
+    pub fn cut(&self, mode: CutMode) {
+        self.closing.store(true, Ordering::Release);
+        self.post(StreamDir::Upstream, LinkCommand::Cut(mode));
+        self.post(StreamDir::Downstream, LinkCommand::Cut(mode));
+    }
+
+    /// Sends close frames to both sides: `to_client` through the downstream
+    /// link, `to_server` (masked) through the upstream link.
+    pub fn close_both(&self, to_client: (u16, &str), to_server: (u16, &str)) -> bool {
+        if !self.start_closing() {
+            return false;
+        }
+        let client_frame = crate::frame::Frame::close(to_client.0, to_client.1, None);
+        let server_frame = crate::frame::Frame::close(to_server.0, to_server.1, Some(rand::random()));
+        let encode = |f: crate::frame::Frame| {
+            let mut buf = bytes::BytesMut::new();
+            f.encode(&mut buf);
+            buf.freeze()
+        };
+        self.post(StreamDir::Downstream, LinkCommand::Close(encode(client_frame)));
+        self.post(StreamDir::Upstream, LinkCommand::Close(encode(server_frame)));
+        true
+    }
+}

@@ -1,0 +1,118 @@
+//! `close`: a close frame with `code` and `reason` is sent to the receiving
+//! side of the stream (as if the other end had sent it), 1001 to the other
+//! side, after `after_ms` ms or `after_messages` messages.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{ms, AttrError, Attributes, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
+use crate::frame::Frame;
+
+#[derive(Debug)]
+struct Close {
+    code: u16,
+    reason: String,
+    after_ms: Option<u64>,
+    after_messages: Option<u64>,
+}
+
+/// Parses `code` (1000..=4999, default 1000), `reason` (default empty),
+/// `after_ms` or `after_messages` (neither: at once).
+pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
+    let code = attrs.u64_or("code", 1000..=4999, 1000)? as u16;
+    let reason = attrs.opt_string("reason")?.unwrap_or_default();
+    if reason.len() > 123 {
+        return Err(AttrError(format!(
+            "close attribute reason is {} bytes long: valid range is 0..=123 bytes",
+            reason.len()
+        )));
+    }
+    let after_ms = attrs.opt_u64("after_ms", 0..=86_400_000)?;
+    let after_messages = attrs.opt_u64("after_messages", 0..=u64::MAX >> 1)?;
+    if after_ms.is_some() && after_messages.is_some() {
+        return Err(AttrError("close takes after_ms or after_messages, not both".into()));
+    }
+    Ok(Arc::new(Close {
+        code,
+        reason,
+        after_ms,
+        after_messages,
+    }))
+}
+
+impl ToxicDef for Close {
+    fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
+        let timer = match (self.after_ms, self.after_messages) {
+            (Some(t), _) => Some(cx.armed_at + ms(t)),
+            (None, None) => Some(cx.armed_at),
+            (None, Some(_)) => None,
+        };
+        Box::new(State {
+            code: self.code,
+            reason: self.reason.clone(),
+            timer,
+            after_messages: self.after_messages,
+            seen: 0,
+            tracker: MessageTracker::default(),
+            done: false,
+        })
+    }
+}
+
+struct State {
+    code: u16,
+    reason: String,
+    timer: Option<Instant>,
+    after_messages: Option<u64>,
+    seen: u64,
+    tracker: MessageTracker,
+    done: bool,
+}
+
+impl State {
+    fn fire(&mut self, cx: &mut ToxicCx<'_>) {
+        self.done = true;
+        cx.act();
+        cx.emit(Item::End(EndAction::Close {
+            to_receiver: CloseSpec {
+                code: self.code,
+                reason: self.reason.clone(),
+            },
+            to_sender: CloseSpec {
+                code: 1001,
+                reason: "going away".into(),
+            },
+        }));
+    }
+}
+
+impl ToxicState for State {
+    fn on_frame(&mut self, frame: Frame, cx: &mut ToxicCx<'_>) {
+        if self.done {
+            return;
+        }
+        let (starts, _) = self.tracker.observe(&frame);
+        if starts {
+            if self.after_messages.is_some_and(|n| self.seen >= n) {
+                self.fire(cx);
+                return;
+            }
+            self.seen += 1;
+        }
+        cx.emit(Item::Frame(frame));
+    }
+
+    fn next_deadline(&self, _cx: &DeadlineCx<'_>) -> Option<Instant> {
+        if self.done {
+            None
+        } else {
+            self.timer
+        }
+    }
+
+    fn on_deadline(&mut self, cx: &mut ToxicCx<'_>) {
+        if !self.done && self.timer.is_some_and(|t| t <= cx.now) {
+            self.fire(cx);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `handshake_delay`: the upgrade waits `latency` ms before going upstream.
+
+use std::sync::Arc;
+
+use rand::rngs::SmallRng;
+
+use super::{ms, AttrError, Attributes, HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+
+#[derive(Debug)]
+struct HandshakeDelay {
+    latency: u64,
+}
+
+/// Parses `latency` (ms, required).
+pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
+    let latency = attrs.u64("latency", 0..=3_600_000)?;
+    Ok(Arc::new(HandshakeDelay { latency }))
+}
+
+struct Inert;
+impl ToxicState for Inert {}
+
+impl ToxicDef for HandshakeDelay {
+    fn instantiate(&self, _cx: &InstanceCx) -> Box<dyn ToxicState> {
+        Box::new(Inert)
+    }
+    fn on_handshake(&self, _rng: &mut SmallRng) -> HandshakeAction {
+        HandshakeAction::Delay(ms(self.latency))
+    }
+    fn handshake_only(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,83 @@
+//! `idle_timeout`: when no data frame passes in either direction for
+//! `timeout` ms the connection is cut (abruptly, or with `close_code` sent to
+//! both sides) — a load balancer that ignores pings unless
+//! `count_control_frames` is true. Its stream does not matter.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{ms, AttrError, Attributes, CloseSpec, CutMode, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+
+#[derive(Debug)]
+struct IdleTimeout {
+    timeout: u64,
+    count_control_frames: bool,
+    close_code: Option<u16>,
+}
+
+/// Parses `timeout` (ms, ≥ 1, required), `count_control_frames` (default
+/// false) and `close_code` (optional, 1000..=4999).
+pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
+    let timeout = attrs.u64("timeout", 1..=86_400_000)?;
+    let count_control_frames = attrs.bool_or("count_control_frames", false)?;
+    let close_code = attrs.opt_u64("close_code", 1000..=4999)?.map(|c| c as u16);
+    Ok(Arc::new(IdleTimeout {
+        timeout,
+        count_control_frames,
+        close_code,
+    }))
+}
+
+impl ToxicDef for IdleTimeout {
+    fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
+        Box::new(State {
+            armed_at: cx.armed_at,
+            timeout: self.timeout,
+            control: self.count_control_frames,
+            close_code: self.close_code,
+            fired: false,
+        })
+    }
+}
+
+struct State {
+    armed_at: Instant,
+    timeout: u64,
+    control: bool,
+    close_code: Option<u16>,
+    fired: bool,
+}
+
+impl State {
+    fn due(&self, activity: &crate::proxy::conn::Activity) -> Instant {
+        activity.last(self.control).max(self.armed_at) + ms(self.timeout)
+    }
+}
+
+impl ToxicState for State {
+    fn next_deadline(&self, cx: &DeadlineCx<'_>) -> Option<Instant> {
+        (!self.fired).then(|| self.due(cx.activity))
+    }
+
+    fn on_deadline(&mut self, cx: &mut ToxicCx<'_>) {
+        if self.fired || self.due(cx.activity) > cx.now {
+            return;
+        }
+        self.fired = true;
+        cx.act();
+        let end = match self.close_code {
+            Some(code) => {
+                let close = CloseSpec {
+                    code,
+                    reason: "idle timeout".into(),
+                };
+                EndAction::Close {
+                    to_receiver: close.clone(),
+                    to_sender: close,
+                }
+            }
+            None => EndAction::Cut(CutMode::Fin),
+        };
+        cx.emit(Item::End(end));
+    }
+}
