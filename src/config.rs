@@ -103,7 +103,8 @@ impl ProxySpec {
         if self.name.is_empty() {
             return Err("proxy name is empty: a name is required".into());
         }
-        crate::proxy::UpstreamTarget::parse(&self.upstream).map_err(|e| format!("proxy {:?}: {e}", self.name))?;
+        crate::proxy::UpstreamTarget::parse(&self.upstream)
+            .map_err(|e| format!("proxy {:?}: {e}", self.name))?;
         if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
             return Err(format!(
                 "proxy {:?}: listen {:?} is not an address: expected host:port",
@@ -168,7 +169,10 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
-        ConfigError(format!("{origin}:{line}:{col}: {}", first_line(&err.to_string())))
+        ConfigError(format!(
+            "{origin}:{line}:{col}: {}",
+            first_line(&err.to_string())
+        ))
     })?;
     let mut config = Config::default();
     let mut names = std::collections::BTreeSet::new();
@@ -187,7 +191,8 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
             max_message_bytes: p.max_message_bytes,
             toxics: Vec::new(),
         };
-        spec.validate().map_err(|e| ConfigError(format!("{where_proxy}: {e}")))?;
+        spec.validate()
+            .map_err(|e| ConfigError(format!("{where_proxy}: {e}")))?;
         if !names.insert(spec.name.clone()) {
             return Err(ConfigError(format!(
                 "{where_proxy}: duplicate proxy name {:?}: names must be unique",

@@ -304,7 +304,13 @@ impl Frame {
     /// Re-masks (or unmasks, with `None`) the frame under a new key.
     pub fn with_mask(&self, mask: Option<[u8; 4]>) -> Frame {
         let plain = self.plain_payload();
-        Frame::build(self.header.fin, self.header.rsv, self.header.opcode, &plain, mask)
+        Frame::build(
+            self.header.fin,
+            self.header.rsv,
+            self.header.opcode,
+            &plain,
+            mask,
+        )
     }
 
     /// Bytes on the wire: header plus payload.
@@ -410,7 +416,9 @@ mod tests {
             let mut wire = BytesMut::new();
             frame.encode(&mut wire);
             assert_eq!(wire.len(), frame.wire_len());
-            let mut codec = FrameCodec { max_frame_bytes: 1 << 20 };
+            let mut codec = FrameCodec {
+                max_frame_bytes: 1 << 20,
+            };
             let decoded = codec.decode(&mut wire).expect("valid").expect("complete");
             assert_eq!(decoded, frame);
             assert_eq!(&decoded.plain_payload()[..], &data[..]);
@@ -421,7 +429,10 @@ mod tests {
     fn rejects_malformed_headers() {
         assert_eq!(parse_header(&[0x83, 0]), Err(FrameError::BadOpcode(3)));
         assert_eq!(parse_header(&[0x09, 0]), Err(FrameError::FragmentedControl));
-        assert_eq!(parse_header(&[0x89, 126, 0, 200]), Err(FrameError::ControlTooLong(200)));
+        assert_eq!(
+            parse_header(&[0x89, 126, 0, 200]),
+            Err(FrameError::ControlTooLong(200))
+        );
         let mut long = vec![0x82, 127];
         long.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(parse_header(&long), Err(FrameError::BadLength));
@@ -433,6 +444,9 @@ mod tests {
     fn close_code_is_read_through_the_mask() {
         let frame = Frame::close(4001, "bye", Some([9, 8, 7, 6]));
         assert_eq!(frame.close_code(), 4001);
-        assert_eq!(Frame::build(true, 0, Opcode::Close, &[], None).close_code(), 1005);
+        assert_eq!(
+            Frame::build(true, 0, Opcode::Close, &[], None).close_code(),
+            1005
+        );
     }
 }

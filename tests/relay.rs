@@ -18,11 +18,24 @@ async fn tungstenite_client_round_trips_text_binary_and_ping() {
         .await
         .expect("connect through proxy");
     ws.send(Message::text("hello")).await.expect("send");
-    assert_eq!(ws.next().await.expect("echo").expect("frame"), Message::text("hello"));
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.expect("send");
-    assert_eq!(ws.next().await.expect("echo").expect("frame"), Message::binary(vec![0u8, 1, 2, 255]));
-    ws.send(Message::Ping(b"p1".to_vec().into())).await.expect("ping");
-    assert_eq!(ws.next().await.expect("pong").expect("frame"), Message::Pong(b"p1".to_vec().into()));
+    assert_eq!(
+        ws.next().await.expect("echo").expect("frame"),
+        Message::text("hello")
+    );
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .expect("send");
+    assert_eq!(
+        ws.next().await.expect("echo").expect("frame"),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    ws.send(Message::Ping(b"p1".to_vec().into()))
+        .await
+        .expect("ping");
+    assert_eq!(
+        ws.next().await.expect("pong").expect("frame"),
+        Message::Pong(b"p1".to_vec().into())
+    );
     ws.close(None).await.expect("close");
 }
 
@@ -38,7 +51,9 @@ async fn frames_are_relayed_verbatim_both_ways() {
     client.send(false, 0b010, Opcode::Text, b"one ").await;
     client.send(true, 0, Opcode::Ping, b"ping-payload").await;
     client.send(false, 0, Opcode::Continuation, b"two ").await;
-    client.send(true, 0b001, Opcode::Continuation, b"three").await;
+    client
+        .send(true, 0b001, Opcode::Continuation, b"three")
+        .await;
     let expected = [
         (false, 0b010, Opcode::Text, &b"one "[..]),
         (true, 0, Opcode::Ping, &b"ping-payload"[..]),
@@ -47,8 +62,15 @@ async fn frames_are_relayed_verbatim_both_ways() {
     ];
     for (fin, rsv, opcode, payload) in expected {
         let f = server.recv().await;
-        assert_eq!((f.header.fin, f.header.rsv, f.header.opcode), (fin, rsv, opcode));
-        assert_eq!(f.header.mask, Some([0x11, 0x22, 0x33, 0x44]), "client mask kept");
+        assert_eq!(
+            (f.header.fin, f.header.rsv, f.header.opcode),
+            (fin, rsv, opcode)
+        );
+        assert_eq!(
+            f.header.mask,
+            Some([0x11, 0x22, 0x33, 0x44]),
+            "client mask kept"
+        );
         assert_eq!(&f.plain_payload()[..], payload);
     }
     // No pong is invented by the proxy: the server decides.
@@ -57,15 +79,26 @@ async fn frames_are_relayed_verbatim_both_ways() {
     let pong = client.recv().await;
     assert_eq!(pong.header.opcode, Opcode::Pong);
     let data = client.recv().await;
-    assert_eq!((data.header.opcode, &data.payload[..]), (Opcode::Binary, &[1u8, 2, 3][..]));
+    assert_eq!(
+        (data.header.opcode, &data.payload[..]),
+        (Opcode::Binary, &[1u8, 2, 3][..])
+    );
     assert_eq!(data.header.mask, None);
 
     // Close code and reason are kept.
-    client.send_frame(&wsfault::frame::Frame::close(4321, "custom reason", Some([1, 2, 3, 4]))).await;
+    client
+        .send_frame(&wsfault::frame::Frame::close(
+            4321,
+            "custom reason",
+            Some([1, 2, 3, 4]),
+        ))
+        .await;
     let close = server.recv().await;
     assert_eq!(close.close_code(), 4321);
     assert_eq!(&close.plain_payload()[2..], b"custom reason");
-    server.send_frame(&wsfault::frame::Frame::close(4321, "bye", None)).await;
+    server
+        .send_frame(&wsfault::frame::Frame::close(4321, "bye", None))
+        .await;
     assert_eq!(client.recv().await.close_code(), 4321);
     // The server ends TCP; the client sees FIN.
     server.tcp.shutdown().await.expect("shutdown");
@@ -76,7 +109,8 @@ async fn frames_are_relayed_verbatim_both_ways() {
 #[tokio::test]
 async fn upgrade_request_is_forwarded_with_headers_and_key() {
     let upstream = RawUpstream::bind().await;
-    let (_proxy, addr) = TestProxy::with_proxy(&format!("ws://{}/prefix/", upstream.addr), None).await;
+    let (_proxy, addr) =
+        TestProxy::with_proxy(&format!("ws://{}/prefix/", upstream.addr), None).await;
     let accept = tokio::spawn(async move {
         upstream
             .accept_with(&[("Sec-WebSocket-Protocol", "chat.v2"), ("X-Upstream", "yes")])
@@ -90,7 +124,10 @@ async fn upgrade_request_is_forwarded_with_headers_and_key() {
             ("Cookie", "session=abc"),
             ("Authorization", "Bearer t0k"),
             ("Sec-WebSocket-Protocol", "chat.v2, chat.v1"),
-            ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+            (
+                "Sec-WebSocket-Extensions",
+                "permessage-deflate; client_max_window_bits",
+            ),
             ("X-Custom", "value-1"),
             ("X-Forwarded-For", "10.0.0.1"),
         ],
@@ -99,21 +136,38 @@ async fn upgrade_request_is_forwarded_with_headers_and_key() {
     let server = accept.await.expect("accept");
     let head = &server.head;
     assert!(head.starts_with("GET /prefix/chat?x=1 HTTP/1.1"), "{head}");
-    assert_eq!(header(head, "host"), Some(addr.to_string().as_str()), "Host unchanged");
-    assert_eq!(header(head, "sec-websocket-key"), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+    assert_eq!(
+        header(head, "host"),
+        Some(addr.to_string().as_str()),
+        "Host unchanged"
+    );
+    assert_eq!(
+        header(head, "sec-websocket-key"),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
     assert_eq!(header(head, "origin"), Some("http://example.test"));
     assert_eq!(header(head, "cookie"), Some("session=abc"));
     assert_eq!(header(head, "authorization"), Some("Bearer t0k"));
-    assert_eq!(header(head, "sec-websocket-protocol"), Some("chat.v2, chat.v1"));
+    assert_eq!(
+        header(head, "sec-websocket-protocol"),
+        Some("chat.v2, chat.v1")
+    );
     assert_eq!(header(head, "x-custom"), Some("value-1"));
     assert_eq!(header(head, "x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
-    assert_eq!(header(head, "sec-websocket-extensions"), None, "deflate stripped by default");
+    assert_eq!(
+        header(head, "sec-websocket-extensions"),
+        None,
+        "deflate stripped by default"
+    );
     // The upstream's answer comes back as it is: accept key valid for the client.
     assert_eq!(
         header(&client.head, "sec-websocket-accept"),
         Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
     );
-    assert_eq!(header(&client.head, "sec-websocket-protocol"), Some("chat.v2"));
+    assert_eq!(
+        header(&client.head, "sec-websocket-protocol"),
+        Some("chat.v2")
+    );
     assert_eq!(header(&client.head, "x-upstream"), Some("yes"));
 }
 
@@ -127,10 +181,21 @@ async fn extensions_pass_and_host_rewrite() {
     let addr = proxy.add_spec(spec).await;
     let up_addr = upstream.addr;
     let accept = tokio::spawn(async move { upstream.accept().await });
-    let _client = RawWs::connect(addr, "/", &[("Sec-WebSocket-Extensions", "permessage-deflate")]).await;
+    let _client = RawWs::connect(
+        addr,
+        "/",
+        &[("Sec-WebSocket-Extensions", "permessage-deflate")],
+    )
+    .await;
     let server = accept.await.expect("accept");
-    assert_eq!(header(&server.head, "sec-websocket-extensions"), Some("permessage-deflate"));
-    assert_eq!(header(&server.head, "host"), Some(up_addr.to_string().as_str()));
+    assert_eq!(
+        header(&server.head, "sec-websocket-extensions"),
+        Some("permessage-deflate")
+    );
+    assert_eq!(
+        header(&server.head, "host"),
+        Some(up_addr.to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -152,15 +217,29 @@ async fn non_101_answers_and_unreachable_upstreams() {
     let dead_addr = dead.local_addr().expect("addr");
     drop(dead);
     let addr2 = proxy.add("dead", &dead_addr.to_string()).await;
-    let (status, body) = http_with(addr2, "GET", "/", None, &[("Upgrade", "websocket"), ("Connection", "Upgrade")]).await;
+    let (status, body) = http_with(
+        addr2,
+        "GET",
+        "/",
+        None,
+        &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+    )
+    .await;
     assert_eq!(status, 502);
     assert!(body.contains(&dead_addr.to_string()), "{body}");
-    assert_eq!(proxy.metric("wsfault_handshake_failures_total{proxy=\"dead\"").await, 1.0);
+    assert_eq!(
+        proxy
+            .metric("wsfault_handshake_failures_total{proxy=\"dead\"")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn plain_http_is_reverse_proxied() {
-    let Some(py) = PyEcho::start().await else { return };
+    let Some(py) = PyEcho::start().await else {
+        return;
+    };
     let (_proxy, addr) = TestProxy::with_proxy(&py.addr.to_string(), None).await;
     let (status, body) = http(addr, "GET", "/health", None).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -198,7 +277,12 @@ async fn malformed_and_oversized_frames_close_only_their_connection() {
     client.send_raw(&[0x83, 0x80, 1, 2, 3, 4]).await;
     assert_eq!(client.close_code_within(SOON).await, Some(1002));
     assert_eq!(server.close_code_within(SOON).await, Some(1001));
-    assert_eq!(proxy.metric("wsfault_closes_total{by=\"proxy\",code=\"1002\"").await, 1.0);
+    assert_eq!(
+        proxy
+            .metric("wsfault_closes_total{by=\"proxy\",code=\"1002\"")
+            .await,
+        1.0
+    );
 
     // Unmasked client frame: 1002.
     let (mut client, _server) = raw_pair(addr, &upstream).await;
@@ -215,12 +299,17 @@ async fn malformed_and_oversized_frames_close_only_their_connection() {
     // Message over max_message_bytes across fragments: 1009.
     let (mut client, _server) = raw_pair(addr, &upstream).await;
     client.send(false, 0, Opcode::Binary, &[0u8; 900]).await;
-    client.send(true, 0, Opcode::Continuation, &[0u8; 900]).await;
+    client
+        .send(true, 0, Opcode::Continuation, &[0u8; 900])
+        .await;
     assert_eq!(client.close_code_within(SOON).await, Some(1009));
 
     // The bystander is unaffected.
     bystander.send(true, 0, Opcode::Text, b"still here").await;
-    assert_eq!(&bystander_server.recv().await.plain_payload()[..], b"still here");
+    assert_eq!(
+        &bystander_server.recv().await.plain_payload()[..],
+        b"still here"
+    );
 }
 
 #[tokio::test]
@@ -240,7 +329,10 @@ async fn slow_reader_backpressures_the_writer() {
             Ok(Err(e)) => panic!("write failed: {e}"),
             Err(_) => break,
         }
-        assert!(sent < 256 * 1024 * 1024, "proxy never pushed back after {sent} bytes");
+        assert!(
+            sent < 256 * 1024 * 1024,
+            "proxy never pushed back after {sent} bytes"
+        );
     }
     assert!(sent > 0);
 }
@@ -272,6 +364,10 @@ asyncio.run(main())
         .output()
         .await
         .expect("run python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }

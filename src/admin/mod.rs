@@ -39,7 +39,12 @@ pub struct AdminOptions {
 type Body = Full<Bytes>;
 
 /// Serves the admin API on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, server: Arc<Server>, options: AdminOptions, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<Server>,
+    options: AdminOptions,
+    mut stop: watch::Receiver<bool>,
+) {
     let options = Arc::new(options);
     loop {
         let accepted = tokio::select! {
@@ -75,9 +80,10 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> 
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -105,7 +111,11 @@ fn cross_site(req: &Request<Incoming>) -> bool {
         return false;
     };
     let origin = origin.to_str().unwrap_or("null");
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let origin_host = origin.split("://").nth(1).unwrap_or("");
     origin == "null" || origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }
@@ -123,15 +133,24 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     let limited = Limited::new(body, MAX_BODY_BYTES);
     match tokio::time::timeout(CLIENT_TIMEOUT, limited.collect()).await {
-        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )),
         Ok(Err(err)) => {
-            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("request body over {MAX_BODY_BYTES} bytes"),
                 ))
             } else {
-                Err(error(StatusCode::BAD_REQUEST, format!("cannot read body: {err}")))
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read body: {err}"),
+                ))
             }
         }
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -139,10 +158,15 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response<Body>> {
-    serde_json::from_slice(bytes).map_err(|err| error(StatusCode::BAD_REQUEST, format!("bad request body: {err}")))
+    serde_json::from_slice(bytes)
+        .map_err(|err| error(StatusCode::BAD_REQUEST, format!("bad request body: {err}")))
 }
 
-async fn handle(req: Request<Incoming>, server: &Arc<Server>, options: &AdminOptions) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    server: &Arc<Server>,
+    options: &AdminOptions,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if cross_site(&req) {
@@ -172,20 +196,36 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>, options: &AdminOpt
         Ok(b) => b,
         Err(response) => return response,
     };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     route(&method, &segments, &query, &body, server).await
 }
 
-async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], server: &Arc<Server>) -> Response<Body> {
+async fn route(
+    method: &Method,
+    segments: &[&str],
+    query: &str,
+    body: &[u8],
+    server: &Arc<Server>,
+) -> Response<Body> {
     match (method, segments) {
         (&Method::GET, ["healthz"]) => {
             if server.all_bound() {
                 json_response(StatusCode::OK, &json!({"status": "ok"}))
             } else {
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting"}))
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "starting"}),
+                )
             }
         }
-        (&Method::GET, ["version"]) => json_response(StatusCode::OK, &json!({"version": env!("CARGO_PKG_VERSION")})),
+        (&Method::GET, ["version"]) => json_response(
+            StatusCode::OK,
+            &json!({"version": env!("CARGO_PKG_VERSION")}),
+        ),
         (&Method::GET, ["metrics"]) => {
             let mut response = Response::new(Full::new(Bytes::from(server.metrics.render())));
             response.headers_mut().insert(
@@ -202,7 +242,12 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
             let map: serde_json::Map<String, Value> = server
                 .list()
                 .into_iter()
-                .map(|p| (p.name.clone(), serde_json::to_value(p).unwrap_or(Value::Null)))
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        serde_json::to_value(p).unwrap_or(Value::Null),
+                    )
+                })
                 .collect();
             json_response(StatusCode::OK, &map)
         }
@@ -222,12 +267,16 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
                 Ok(Value::Object(mut o)) if o.contains_key("proxies") => {
                     match serde_json::from_value(o.remove("proxies").unwrap_or(Value::Null)) {
                         Ok(s) => s,
-                        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+                        Err(e) => {
+                            return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
+                        }
                     }
                 }
                 Ok(v) => match serde_json::from_value(v) {
                     Ok(s) => s,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+                    Err(e) => {
+                        return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
+                    }
                 },
                 Err(r) => return r,
             };
@@ -292,7 +341,10 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
         },
         (&Method::DELETE, ["proxies", p, "connections", id]) => {
             let Ok(id) = id.parse::<u64>() else {
-                return error(StatusCode::BAD_REQUEST, format!("connection id {id:?} is not a number"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("connection id {id:?} is not a number"),
+                );
             };
             let mode = query
                 .split('&')
@@ -303,9 +355,10 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
                 Err(e) => registry_error(e),
             }
         }
-        (_, ["healthz" | "version" | "metrics" | "reset" | "proxies" | "populate", ..]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))
-        }
+        (_, ["healthz" | "version" | "metrics" | "reset" | "proxies" | "populate", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here"),
+        ),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }

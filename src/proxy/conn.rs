@@ -95,7 +95,12 @@ pub struct ConnShared {
 
 impl ConnShared {
     /// New shared state.
-    pub fn new(id: u64, client: SocketAddr, path: String, subprotocol: Option<String>) -> ConnShared {
+    pub fn new(
+        id: u64,
+        client: SocketAddr,
+        path: String,
+        subprotocol: Option<String>,
+    ) -> ConnShared {
         let opened_at = Instant::now();
         ConnShared {
             id,
@@ -172,14 +177,21 @@ impl ConnShared {
             return false;
         }
         let client_frame = crate::frame::Frame::close(to_client.0, to_client.1, None);
-        let server_frame = crate::frame::Frame::close(to_server.0, to_server.1, Some(rand::random()));
+        let server_frame =
+            crate::frame::Frame::close(to_server.0, to_server.1, Some(rand::random()));
         let encode = |f: crate::frame::Frame| {
             let mut buf = bytes::BytesMut::new();
             f.encode(&mut buf);
             buf.freeze()
         };
-        self.post(StreamDir::Downstream, LinkCommand::Close(encode(client_frame)));
-        self.post(StreamDir::Upstream, LinkCommand::Close(encode(server_frame)));
+        self.post(
+            StreamDir::Downstream,
+            LinkCommand::Close(encode(client_frame)),
+        );
+        self.post(
+            StreamDir::Upstream,
+            LinkCommand::Close(encode(server_frame)),
+        );
         true
     }
 }

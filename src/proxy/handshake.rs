@@ -36,15 +36,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn plain_response(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -72,7 +75,9 @@ pub async fn serve_client(tcp: TcpStream, peer: SocketAddr, ordinal: u64, proxy:
         .auto_date_header(false)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    let connection = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades();
+    let connection = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
     if let Err(err) = connection.instrument(span.clone()).await {
         tracing::debug!(parent: &span, error = %err, "client HTTP connection ended with an error");
     }
@@ -95,7 +100,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|s| {
+            s.split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
@@ -127,7 +136,12 @@ fn add_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
-async fn handle(req: Request<Incoming>, peer: SocketAddr, ordinal: u64, proxy: Arc<ProxyShared>) -> Response<ProxyBody> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ordinal: u64,
+    proxy: Arc<ProxyShared>,
+) -> Response<ProxyBody> {
     if is_upgrade(req.headers()) {
         upgrade(req, peer, ordinal, proxy).await
     } else {
@@ -135,7 +149,10 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, ordinal: u64, proxy: A
     }
 }
 
-async fn connect_upstream(proxy: &ProxyShared, authority: &str) -> Result<TcpStream, Response<ProxyBody>> {
+async fn connect_upstream(
+    proxy: &ProxyShared,
+    authority: &str,
+) -> Result<TcpStream, Response<ProxyBody>> {
     let result = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await;
     match result {
         Ok(Ok(tcp)) => {
@@ -154,7 +171,9 @@ async fn connect_upstream(proxy: &ProxyShared, authority: &str) -> Result<TcpStr
             proxy.metrics.handshake_failure("upstream_timeout");
             Err(plain_response(
                 StatusCode::BAD_GATEWAY,
-                format!("wsfault: upstream {authority} did not accept within {CONNECT_TIMEOUT:?}\n"),
+                format!(
+                    "wsfault: upstream {authority} did not accept within {CONNECT_TIMEOUT:?}\n"
+                ),
             ))
         }
     }
@@ -204,12 +223,23 @@ where
     })
 }
 
-fn upstream_request_parts(parts: &mut http::request::Parts, proxy: &ProxyShared, peer: SocketAddr) -> Result<(), Response<ProxyBody>> {
+fn upstream_request_parts(
+    parts: &mut http::request::Parts,
+    proxy: &ProxyShared,
+    peer: SocketAddr,
+) -> Result<(), Response<ProxyBody>> {
     let settings = proxy.settings.load();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let joined = settings.upstream.join(path);
     parts.uri = joined.parse().map_err(|_| {
-        plain_response(StatusCode::BAD_REQUEST, format!("wsfault: bad request path {joined:?}\n"))
+        plain_response(
+            StatusCode::BAD_REQUEST,
+            format!("wsfault: bad request path {joined:?}\n"),
+        )
     })?;
     add_forwarded_for(&mut parts.headers, peer);
     if settings.spec.host == HostMode::Upstream {
@@ -220,7 +250,11 @@ fn upstream_request_parts(parts: &mut http::request::Parts, proxy: &ProxyShared,
     Ok(())
 }
 
-async fn pass_http(req: Request<Incoming>, peer: SocketAddr, proxy: Arc<ProxyShared>) -> Response<ProxyBody> {
+async fn pass_http(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    proxy: Arc<ProxyShared>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Err(response) = upstream_request_parts(&mut parts, &proxy, peer) {
@@ -241,10 +275,19 @@ async fn pass_http(req: Request<Incoming>, peer: SocketAddr, proxy: Arc<ProxySha
     }
 }
 
-async fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, ordinal: u64, proxy: Arc<ProxyShared>) -> Response<ProxyBody> {
+async fn upgrade(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    ordinal: u64,
+    proxy: Arc<ProxyShared>,
+) -> Response<ProxyBody> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let settings = proxy.settings.load_full();
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let requested_protocol = req
         .headers()
         .get("sec-websocket-protocol")
@@ -254,7 +297,12 @@ async fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, ordinal: u64, pro
     let lower_headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
+        .filter_map(|(k, v)| {
+            Some((
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().ok()?.to_string(),
+            ))
+        })
         .collect();
     let mut facts = ConnFacts {
         opened_at: std::time::Instant::now(),
@@ -272,14 +320,20 @@ async fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, ordinal: u64, pro
         .cloned()
         .collect();
     if !handshake_toxics.is_empty() {
-        for (entry, action) in handshake_actions(&handshake_toxics, &facts, proxy.seed, &proxy.name, ordinal) {
-            proxy.metrics.toxic_actions(&entry.spec.name, &entry.spec.kind).inc();
+        for (entry, action) in
+            handshake_actions(&handshake_toxics, &facts, proxy.seed, &proxy.name, ordinal)
+        {
+            proxy
+                .metrics
+                .toxic_actions(&entry.spec.name, &entry.spec.kind)
+                .inc();
             match action {
                 HandshakeAction::Continue => {}
                 HandshakeAction::Delay(delay) => tokio::time::sleep(delay).await,
                 HandshakeAction::Reject { status, body } => {
                     proxy.metrics.handshake_failure("rejected_by_toxic");
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    let status =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                     return plain_response(status, body);
                 }
             }
@@ -290,7 +344,9 @@ async fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, ordinal: u64, pro
     // Hop-by-hop headers go; the upgrade itself is re-stated.
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Some(v) = upgrade_value {
         parts.headers.insert(header::UPGRADE, v);
     }
@@ -324,7 +380,11 @@ async fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, ordinal: u64, pro
         .headers()
         .get_all("sec-websocket-extensions")
         .iter()
-        .any(|v| v.to_str().map(|s| s.contains("permessage-deflate")).unwrap_or(false));
+        .any(|v| {
+            v.to_str()
+                .map(|s| s.contains("permessage-deflate"))
+                .unwrap_or(false)
+        });
     let span = tracing::Span::current();
     tokio::spawn(
         async move {
@@ -332,7 +392,11 @@ async fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, ordinal: u64, pro
             let (client, upstream) = match (client, upstream) {
                 (Ok(c), Ok(u)) => (c, u),
                 (c, u) => {
-                    tracing::warn!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade did not complete");
+                    tracing::warn!(
+                        client_ok = c.is_ok(),
+                        upstream_ok = u.is_ok(),
+                        "upgrade did not complete"
+                    );
                     proxy.metrics.handshake_failure("upgrade_failed");
                     return;
                 }
@@ -376,7 +440,12 @@ async fn relay_connection(
     facts: ConnFacts,
     proxy: Arc<ProxyShared>,
 ) {
-    let conn = Arc::new(ConnShared::new(ordinal, peer, facts.path.clone(), facts.subprotocol.clone()));
+    let conn = Arc::new(ConnShared::new(
+        ordinal,
+        peer,
+        facts.path.clone(),
+        facts.subprotocol.clone(),
+    ));
     let facts = Arc::new(ConnFacts {
         opened_at: conn.opened_at,
         ..facts

@@ -57,7 +57,11 @@ pub async fn start(listen: &str, proxy: Arc<ProxyShared>) -> std::io::Result<Run
         .await?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{listen} resolves to no address")))?;
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -21,7 +21,8 @@ use super::ProxyShared;
 use crate::frame::{close_code_of, parse_header, CodecError, FrameCodec, FrameHeader, Opcode};
 use crate::metrics::CloseBy;
 use crate::toxics::{
-    run_chain, run_deadline, ActiveToxic, ChainCx, ConnFacts, CutMode, EndAction, Item, Output, StreamDir,
+    run_chain, run_deadline, ActiveToxic, ChainCx, ConnFacts, CutMode, EndAction, Item, Output,
+    StreamDir,
 };
 
 /// Bytes asked of the kernel per read.
@@ -100,7 +101,9 @@ enum ReadOutcome {
 enum Mode {
     Relaying,
     /// A close frame was sent to our writer; we wait for the reader's close.
-    Closing { deadline: Instant },
+    Closing {
+        deadline: Instant,
+    },
     Blackhole,
     Done,
 }
@@ -128,7 +131,9 @@ struct State {
 
 /// Runs a link until its direction ends.
 pub async fn run(link: Link) {
-    let delay = link.proxy.metrics.streams[link.stream.index()].relay_delay.local();
+    let delay = link.proxy.metrics.streams[link.stream.index()]
+        .relay_delay
+        .local();
     let codec = FrameCodec {
         max_frame_bytes: link.proxy.settings.load().max_frame_bytes,
     };
@@ -214,7 +219,8 @@ impl State {
         self.generation = generation;
         let settings = self.link.proxy.settings.load();
         self.codec.max_frame_bytes = settings.max_frame_bytes;
-        let mut old: Vec<ActiveToxic> = self.chain.drain(..).chain(self.dormant.drain(..)).collect();
+        let mut old: Vec<ActiveToxic> =
+            self.chain.drain(..).chain(self.dormant.drain(..)).collect();
         let mut removed = false;
         for entry in settings.toxics.iter() {
             if entry.spec.stream != self.link.stream || entry.def.handshake_only() {
@@ -352,7 +358,11 @@ impl State {
                     // Release what is queued first: the close comes after it.
                     let far = Instant::now() + Duration::from_secs(3600);
                     let _ = self.release_due(far).await;
-                    if !self.writer_shut && write_all(&self.link.writer, &frame, &self.link.conn, self.stream()).await.is_err() {
+                    if !self.writer_shut
+                        && write_all(&self.link.writer, &frame, &self.link.conn, self.stream())
+                            .await
+                            .is_err()
+                    {
                         return Some(End::Reset);
                     }
                     self.mode = Mode::Closing {
@@ -372,7 +382,10 @@ impl State {
             }
         }
         let now = Instant::now();
-        let ready = self.queue.back().map_or(now, |(o, _)| o.not_before.max(now));
+        let ready = self
+            .queue
+            .back()
+            .map_or(now, |(o, _)| o.not_before.max(now));
         self.scratch.clear();
         let facts = self.link.facts.clone();
         let conn = self.link.conn.clone();
@@ -477,7 +490,8 @@ impl State {
             }
             let done = Instant::now();
             for read_at in delays {
-                self.delay.observe(done.saturating_duration_since(read_at).as_secs_f64());
+                self.delay
+                    .observe(done.saturating_duration_since(read_at).as_secs_f64());
             }
             if written > 0 {
                 self.delay.flush();
@@ -677,7 +691,10 @@ impl State {
         if offset > 0 {
             self.account(&frames, messages, offset as u64, data, now);
             let chunk = self.buf.split_to(offset);
-            if write_all(&self.link.writer, &chunk, &self.link.conn, self.stream()).await.is_err() {
+            if write_all(&self.link.writer, &chunk, &self.link.conn, self.stream())
+                .await
+                .is_err()
+            {
                 return Err(End::Reset);
             }
             let delay = Instant::now().saturating_duration_since(now).as_secs_f64();
@@ -712,8 +729,12 @@ impl State {
         }
         m.bytes.inc_by(bytes);
         let counters = &self.link.conn.counters[self.stream().index()];
-        counters.frames.fetch_add(total, std::sync::atomic::Ordering::Relaxed);
-        counters.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .frames
+            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.link.conn.activity.touch(now, data);
     }
 
@@ -765,7 +786,10 @@ impl State {
                     messages += 1;
                 }
             } else if header.opcode == Opcode::Close {
-                self.link.proxy.metrics.close(frame.close_code(), self.sender_label());
+                self.link
+                    .proxy
+                    .metrics
+                    .close(frame.close_code(), self.sender_label());
             }
             let base = ChainCx {
                 now,
@@ -873,7 +897,12 @@ impl State {
             pool::give(std::mem::take(&mut self.buf));
         }
         self.mode = Mode::Done;
-        tracing::debug!(conn_id = conn.id, stream = self.stream().label(), ?end, "link ended");
+        tracing::debug!(
+            conn_id = conn.id,
+            stream = self.stream().label(),
+            ?end,
+            "link ended"
+        );
         // Tell the other link; it gets a grace period to finish.
         conn.peer_done(self.other());
     }
@@ -882,7 +911,9 @@ impl State {
 fn is_reset(err: &io::Error) -> bool {
     matches!(
         err.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 
@@ -911,7 +942,12 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
 
 /// Writes all of `data`; gives up only when the connection is being cut.
 /// Other commands stay in the mailbox until the write is done.
-async fn write_all(stream: &TcpStream, mut data: &[u8], conn: &ConnShared, link: StreamDir) -> io::Result<()> {
+async fn write_all(
+    stream: &TcpStream,
+    mut data: &[u8],
+    conn: &ConnShared,
+    link: StreamDir,
+) -> io::Result<()> {
     let mut listening = true;
     while !data.is_empty() {
         match stream.try_write(data) {

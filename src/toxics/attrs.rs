@@ -44,15 +44,21 @@ impl Attributes {
     }
 
     /// An optional unsigned integer in `range`.
-    pub fn opt_u64(&mut self, name: &str, range: RangeInclusive<u64>) -> Result<Option<u64>, AttrError> {
+    pub fn opt_u64(
+        &mut self,
+        name: &str,
+        range: RangeInclusive<u64>,
+    ) -> Result<Option<u64>, AttrError> {
         let kind = self.kind.clone();
         let Some(value) = self.get(name) else {
             return Ok(None);
         };
         let parsed = match value {
-            Value::Number(n) => n
-                .as_u64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+            Value::Number(n) => n.as_u64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                    .map(|f| f as u64)
+            }),
             _ => None,
         };
         match parsed {
@@ -68,16 +74,26 @@ impl Attributes {
     /// A required unsigned integer in `range`.
     pub fn u64(&mut self, name: &str, range: RangeInclusive<u64>) -> Result<u64, AttrError> {
         let text = format!("integers {}..={}", range.start(), range.end());
-        self.opt_u64(name, range)?.ok_or_else(|| self.missing(name, &text))
+        self.opt_u64(name, range)?
+            .ok_or_else(|| self.missing(name, &text))
     }
 
     /// An unsigned integer in `range`, `default` when absent.
-    pub fn u64_or(&mut self, name: &str, range: RangeInclusive<u64>, default: u64) -> Result<u64, AttrError> {
+    pub fn u64_or(
+        &mut self,
+        name: &str,
+        range: RangeInclusive<u64>,
+        default: u64,
+    ) -> Result<u64, AttrError> {
         Ok(self.opt_u64(name, range)?.unwrap_or(default))
     }
 
     /// An optional number in `range`.
-    pub fn opt_f64(&mut self, name: &str, range: RangeInclusive<f64>) -> Result<Option<f64>, AttrError> {
+    pub fn opt_f64(
+        &mut self,
+        name: &str,
+        range: RangeInclusive<f64>,
+    ) -> Result<Option<f64>, AttrError> {
         let kind = self.kind.clone();
         let Some(value) = self.get(name) else {
             return Ok(None);
@@ -128,7 +144,12 @@ impl Attributes {
     }
 
     /// One of `choices`, `default` when absent.
-    pub fn choice_or(&mut self, name: &str, choices: &[&str], default: &str) -> Result<String, AttrError> {
+    pub fn choice_or(
+        &mut self,
+        name: &str,
+        choices: &[&str],
+        default: &str,
+    ) -> Result<String, AttrError> {
         let kind = self.kind.clone();
         match self.opt_string(name)? {
             None => Ok(default.to_string()),
@@ -141,7 +162,12 @@ impl Attributes {
     }
 
     /// A list of strings, each one of `choices`; `default` when absent.
-    pub fn choices_or(&mut self, name: &str, choices: &[&str], default: &[&str]) -> Result<Vec<String>, AttrError> {
+    pub fn choices_or(
+        &mut self,
+        name: &str,
+        choices: &[&str],
+        default: &[&str],
+    ) -> Result<Vec<String>, AttrError> {
         let kind = self.kind.clone();
         let bad = |v: &Value| {
             AttrError(format!(
@@ -173,13 +199,21 @@ impl Attributes {
 
     /// Rejects attributes no accessor asked for.
     pub fn finish(self) -> Result<(), AttrError> {
-        let unknown: Vec<&String> = self.map.keys().filter(|k| !self.asked.contains(*k)).collect();
+        let unknown: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !self.asked.contains(*k))
+            .collect();
         if let Some(key) = unknown.first() {
             let known: Vec<&str> = self.asked.iter().map(String::as_str).collect();
             return Err(AttrError(format!(
                 "{} has no attribute {key}: valid attributes are {}",
                 self.kind,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
         Ok(())

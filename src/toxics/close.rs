@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ms, AttrError, Attributes, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
+use super::{
+    ms, AttrError, Attributes, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker,
+    ToxicCx, ToxicDef, ToxicState,
+};
 use crate::frame::Frame;
 
 #[derive(Debug)]
@@ -30,7 +33,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
     let after_ms = attrs.opt_u64("after_ms", 0..=86_400_000)?;
     let after_messages = attrs.opt_u64("after_messages", 0..=u64::MAX >> 1)?;
     if after_ms.is_some() && after_messages.is_some() {
-        return Err(AttrError("close takes after_ms or after_messages, not both".into()));
+        return Err(AttrError(
+            "close takes after_ms or after_messages, not both".into(),
+        ));
     }
     Ok(Arc::new(Close {
         code,

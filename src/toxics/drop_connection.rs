@@ -12,7 +12,10 @@ use std::time::Instant;
 
 use rand::RngExt;
 
-use super::{ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
+use super::{
+    ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker,
+    ToxicCx, ToxicDef, ToxicState,
+};
 use crate::frame::Frame;
 
 #[derive(Debug)]
@@ -34,7 +37,10 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
         ));
     }
     let probability = attrs.probability_or("probability", 1.0)?;
-    let mode = match attrs.choice_or("mode", &["reset", "fin", "blackhole"], "reset")?.as_str() {
+    let mode = match attrs
+        .choice_or("mode", &["reset", "fin", "blackhole"], "reset")?
+        .as_str()
+    {
         "fin" => CutMode::Fin,
         "blackhole" => CutMode::Blackhole,
         _ => CutMode::Reset,
@@ -51,7 +57,11 @@ impl ToxicDef for DropConnection {
     fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State {
             timer: self.after_ms.map(|t| cx.armed_at + ms(t)),
-            after_messages: if self.after_ms.is_some() { None } else { Some(self.after_messages.unwrap_or(0)) },
+            after_messages: if self.after_ms.is_some() {
+                None
+            } else {
+                Some(self.after_messages.unwrap_or(0))
+            },
             seen: 0,
             probability: self.probability,
             mode: self.mode,

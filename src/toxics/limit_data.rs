@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{AttrError, Attributes, CutMode, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::{
+    AttrError, Attributes, CutMode, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState,
+};
 use crate::frame::Frame;
 
 #[derive(Debug)]

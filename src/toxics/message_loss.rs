@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use rand::RngExt;
 
-use super::{AttrError, Attributes, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
+use super::{
+    AttrError, Attributes, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState,
+};
 use crate::frame::Frame;
 
 #[derive(Debug)]

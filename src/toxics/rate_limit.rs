@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AttrError, Attributes, CloseSpec, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
+use super::{
+    AttrError, Attributes, CloseSpec, EndAction, InstanceCx, Item, MessageTracker, ToxicCx,
+    ToxicDef, ToxicState,
+};
 use crate::frame::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +37,10 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
         .opt_f64("messages_per_second", 0.001..=10_000_000.0)?
         .ok_or_else(|| AttrError("rate_limit attribute messages_per_second is missing: valid range is 0.001..=10000000".into()))?;
     let burst = attrs.u64_or("burst", 1..=100_000_000, per_second.ceil().max(1.0) as u64)?;
-    let action = match attrs.choice_or("action", &["delay", "drop", "close"], "delay")?.as_str() {
+    let action = match attrs
+        .choice_or("action", &["delay", "drop", "close"], "delay")?
+        .as_str()
+    {
         "drop" => Action::Drop,
         "close" => Action::Close,
         _ => Action::Delay,

@@ -49,7 +49,9 @@ struct State {
 impl ToxicState for State {
     fn on_frame(&mut self, frame: Frame, cx: &mut ToxicCx<'_>) {
         let len = frame.payload.len();
-        if !frame.header.opcode.is_data() || len <= self.average.saturating_sub(self.variation).max(1) {
+        if !frame.header.opcode.is_data()
+            || len <= self.average.saturating_sub(self.variation).max(1)
+        {
             cx.emit(Item::Frame(frame));
             return;
         }

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::{
+    ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef,
+    ToxicState,
+};
 use crate::frame::Frame;
 
 #[derive(Debug)]

@@ -41,7 +41,11 @@ impl TestProxy {
             wsfault::admin::AdminOptions::default(),
             rx,
         ));
-        TestProxy { server, admin, stop }
+        TestProxy {
+            server,
+            admin,
+            stop,
+        }
     }
 
     /// Starts a server with one proxy `p` in front of `upstream`; returns it and the proxy's address.
@@ -53,19 +57,29 @@ impl TestProxy {
 
     /// Adds a proxy named `name` listening on 127.0.0.1:0.
     pub async fn add(&self, name: &str, upstream: &str) -> SocketAddr {
-        self.add_spec(ProxySpec::new(name, "127.0.0.1:0", upstream)).await
+        self.add_spec(ProxySpec::new(name, "127.0.0.1:0", upstream))
+            .await
     }
 
     /// Adds a proxy from a spec.
     pub async fn add_spec(&self, spec: ProxySpec) -> SocketAddr {
         let name = spec.name.clone();
         self.server.create(spec).await.expect("create proxy");
-        self.server.proxy(&name).and_then(|p| p.bound_addr()).expect("bound")
+        self.server
+            .proxy(&name)
+            .and_then(|p| p.bound_addr())
+            .expect("bound")
     }
 
     /// Adds a toxic from JSON through the admin API; panics unless 200.
     pub async fn toxic(&self, proxy: &str, json: serde_json::Value) {
-        let (status, body) = http(self.admin, "POST", &format!("/proxies/{proxy}/toxics"), Some(&json.to_string())).await;
+        let (status, body) = http(
+            self.admin,
+            "POST",
+            &format!("/proxies/{proxy}/toxics"),
+            Some(&json.to_string()),
+        )
+        .await;
         assert_eq!(status, 200, "adding toxic {json}: {body}");
     }
 
@@ -91,10 +105,19 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>
 }
 
 /// Like [`http`], with extra headers.
-pub async fn http_with(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut tcp = TcpStream::connect(addr).await.expect("connect http");
     let body = body.unwrap_or("");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -102,10 +125,20 @@ pub async fn http_with(addr: SocketAddr, method: &str, path: &str, body: Option<
     req.push_str(body);
     tcp.write_all(req.as_bytes()).await.expect("write http");
     let mut out = Vec::new();
-    tokio::time::timeout(SOON, tcp.read_to_end(&mut out)).await.expect("http timeout").expect("read http");
+    tokio::time::timeout(SOON, tcp.read_to_end(&mut out))
+        .await
+        .expect("http timeout")
+        .expect("read http");
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -152,12 +185,18 @@ impl RawWs {
         req.push_str("\r\n");
         tcp.write_all(req.as_bytes()).await.expect("send upgrade");
         let (head, rest) = read_head(&mut tcp).await;
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         (
             RawWs {
                 tcp,
                 buf: rest,
-                codec: FrameCodec { max_frame_bytes: 1 << 30 },
+                codec: FrameCodec {
+                    max_frame_bytes: 1 << 30,
+                },
                 masks: true,
                 head,
             },
@@ -223,7 +262,9 @@ impl RawWs {
                 Err(_) => return EndSeen::StillOpen,
                 Ok(Ok(0)) => return EndSeen::Fin,
                 Ok(Ok(_)) => continue,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return EndSeen::Reset,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return EndSeen::Reset
+                }
                 Ok(Err(_)) => return EndSeen::Reset,
             }
         }
@@ -250,7 +291,10 @@ async fn read_head(tcp: &mut TcpStream) -> (String, BytesMut) {
             let rest = buf.split_off(pos + 4);
             return (head, rest);
         }
-        let n = tokio::time::timeout(SOON, tcp.read_buf(&mut buf)).await.expect("head timeout").expect("read head");
+        let n = tokio::time::timeout(SOON, tcp.read_buf(&mut buf))
+            .await
+            .expect("head timeout")
+            .expect("read head");
         if n == 0 {
             return (String::from_utf8_lossy(&buf).to_string(), BytesMut::new());
         }
@@ -267,7 +311,9 @@ pub struct RawUpstream {
 impl RawUpstream {
     /// Binds 127.0.0.1:0.
     pub async fn bind() -> RawUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         RawUpstream { listener, addr }
     }
@@ -279,13 +325,18 @@ impl RawUpstream {
 
     /// Accepts one upgrade, answering 101 with extra headers.
     pub async fn accept_with(&self, extra: &[(&str, &str)]) -> RawWs {
-        let (mut tcp, _) = tokio::time::timeout(SOON, self.listener.accept()).await.expect("accept timeout").expect("accept");
+        let (mut tcp, _) = tokio::time::timeout(SOON, self.listener.accept())
+            .await
+            .expect("accept timeout")
+            .expect("accept");
         let (head, rest) = read_head(&mut tcp).await;
         let key = head
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_default();
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -298,7 +349,9 @@ impl RawUpstream {
         RawWs {
             tcp,
             buf: rest,
-            codec: FrameCodec { max_frame_bytes: 1 << 30 },
+            codec: FrameCodec {
+                max_frame_bytes: 1 << 30,
+            },
             masks: false,
             head,
         }
@@ -306,9 +359,14 @@ impl RawUpstream {
 
     /// Accepts one connection and answers with a fixed HTTP response.
     pub async fn accept_http(&self, response: &str) -> String {
-        let (mut tcp, _) = tokio::time::timeout(SOON, self.listener.accept()).await.expect("accept timeout").expect("accept");
+        let (mut tcp, _) = tokio::time::timeout(SOON, self.listener.accept())
+            .await
+            .expect("accept timeout")
+            .expect("accept");
         let (head, _) = read_head(&mut tcp).await;
-        tcp.write_all(response.as_bytes()).await.expect("send response");
+        tcp.write_all(response.as_bytes())
+            .await
+            .expect("send response");
         let _ = tcp.shutdown().await;
         head
     }
@@ -330,7 +388,9 @@ pub async fn tungstenite_echo() -> SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 use futures_util::{SinkExt, StreamExt};
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() || msg.is_binary() {
                         if ws.send(msg).await.is_err() {
@@ -381,7 +441,10 @@ impl PyEcho {
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("port");
         let child = std::process::Command::new(python)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/echo_server.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/py/echo_server.py"
+            ))
             .arg(&port_file)
             .spawn()
             .expect("spawn python echo");
@@ -397,7 +460,10 @@ impl PyEcho {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             waited += Duration::from_millis(50);
-            assert!(waited < Duration::from_secs(20), "python echo server did not start");
+            assert!(
+                waited < Duration::from_secs(20),
+                "python echo server did not start"
+            );
         }
     }
 }
@@ -420,7 +486,10 @@ where
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
