@@ -423,8 +423,17 @@ pub fn python() -> Option<PathBuf> {
             return Some(candidate);
         }
     }
-    eprintln!("note: no Python with `websockets`; run .ci/run (it installs it)");
+    skip_or_fail("no Python with `websockets` (scripts/test.sh installs it into .venv)");
     None
+}
+
+/// Skips a test whose tool is missing, or fails it when `WSFAULT_REQUIRE_TOOLS=1`
+/// (set by scripts/test.sh, so CI cannot pass by skipping).
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("WSFAULT_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("required tool missing: {why}");
+    }
+    eprintln!("note: skipping: {why}");
 }
 
 /// A Python `websockets` echo server child process; killed on drop.
@@ -437,6 +446,11 @@ pub struct PyEcho {
 impl PyEcho {
     /// Starts `tests/py/echo_server.py`.
     pub async fn start() -> Option<PyEcho> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `tests/py/echo_server.py` with extra arguments (e.g. `--deflate`).
+    pub async fn start_with(args: &[&str]) -> Option<PyEcho> {
         let python = python()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("port");
@@ -446,6 +460,7 @@ impl PyEcho {
                 "/tests/py/echo_server.py"
             ))
             .arg(&port_file)
+            .args(args)
             .spawn()
             .expect("spawn python echo");
         let mut waited = Duration::ZERO;
@@ -497,4 +512,17 @@ where
 /// Connects a raw client through `proxy` and accepts its upgrade at `upstream`.
 pub async fn raw_pair(proxy: SocketAddr, upstream: &RawUpstream) -> (RawWs, RawWs) {
     tokio::join!(RawWs::connect(proxy, "/", &[]), upstream.accept())
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn wait_listening(addr: SocketAddr) {
+    eventually(&format!("{addr} listening"), || async move { TcpStream::connect(addr).await.is_ok() }).await;
 }

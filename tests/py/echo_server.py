@@ -1,6 +1,7 @@
 """A Python `websockets` echo server, used as an upstream we did not write.
 
-Usage: echo_server.py PORT_FILE  — binds 127.0.0.1:0, writes the port to PORT_FILE.
+Usage: echo_server.py PORT_FILE [--deflate] — binds 127.0.0.1:0, writes the
+port to PORT_FILE; with --deflate it negotiates permessage-deflate.
 Echoes every message with its type; negotiates subprotocol "chat.v2" if offered;
 answers plain HTTP GET /health with 200 "ok".
 """
@@ -33,7 +34,8 @@ def select_subprotocol(connection, subprotocols):
 
 async def main():
     async with serve(echo, "127.0.0.1", 0, select_subprotocol=select_subprotocol, process_request=process_request,
-                     max_size=None, compression=None) as server:
+                     max_size=None,
+                     compression="deflate" if "--deflate" in sys.argv else None) as server:
         port = server.sockets[0].getsockname()[1]
         with open(sys.argv[1], "w") as f:
             f.write(str(port))

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test of wsfault on a fresh Debian 12 machine.
+#
+# Installs what the tests need (idempotent): Debian packages (prometheus for
+# promtool and the scrape test, debootstrap for the compose-stack test), and
+# a Python venv in .venv with websockets, kosoku (Autobahn cases) and
+# toxiproxy-python. Then: fmt check, clippy, and the whole cargo test suite.
+# WSFAULT_REQUIRE_TOOLS=1 makes a missing tool a test failure, not a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "== missing Debian packages (run as root to install): ${need_apt[*]}" >&2
+  fi
+fi
+# The Debian prometheus package starts a service we do not want.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus prometheus-node-exporter >/dev/null 2>&1 || true; fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import websockets, kosoku, toxiproxy' >/dev/null 2>&1; then
+  echo "== installing Python test tools"
+  .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+fi
+
+export WSFAULT_REQUIRE_TOOLS="${WSFAULT_REQUIRE_TOOLS:-1}"
+export WSFAULT_PYTHON="$PWD/.venv/bin/python"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --all-targets --locked -- --test-threads 2
+echo "== all tests passed"

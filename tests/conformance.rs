@@ -1,0 +1,130 @@
+//! Autobahn conformance through the proxy (kosoku, fuzzingclient mode).
+//!
+//! Each server under test is driven once directly and once through
+//! `wsfault proxy`; the per-case outcomes (behavior, behaviorClose, remote
+//! close code) must be identical. With the default `extensions: strip` the
+//! compression cases (12.*, 13.*) differ by design, so they are compared
+//! through a proxy with `extensions: pass` instead.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use wsfault::config::{ExtensionsMode, ProxySpec};
+
+type Outcomes = BTreeMap<String, (String, String, Option<i64>)>;
+
+fn kosoku() -> Option<PathBuf> {
+    let python = python()?;
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import kosoku"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        skip_or_fail("kosoku is not installed (scripts/test.sh installs it)");
+        return None;
+    }
+    Some(python)
+}
+
+async fn run_suite(python: &Path, target: SocketAddr, out: &Path, cases: &[&str], exclude: &[&str]) -> Outcomes {
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.args([
+        "-c",
+        "import sys; from kosoku._cli import main; sys.argv[0] = 'kosoku'; sys.exit(main())",
+        "-m",
+        "fuzzingclient",
+        "-p",
+        "4",
+        "-o",
+    ])
+    .arg(out);
+    for c in cases {
+        cmd.args(["-i", c]);
+    }
+    for c in exclude {
+        cmd.args(["-x", c]);
+    }
+    cmd.arg(target.to_string());
+    let output = cmd.output().await.expect("run kosoku");
+    assert!(
+        output.status.success() || out.join("index.json").exists(),
+        "kosoku failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).expect("index.json")).expect("json");
+    let agent = index.as_object().and_then(|o| o.values().next()).and_then(|v| v.as_object()).expect("agent");
+    agent
+        .iter()
+        .map(|(case, r)| {
+            (
+                case.clone(),
+                (
+                    r["behavior"].as_str().unwrap_or("").to_string(),
+                    r["behaviorClose"].as_str().unwrap_or("").to_string(),
+                    r["remoteCloseCode"].as_i64(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn assert_identical(direct: &Outcomes, proxied: &Outcomes, what: &str) {
+    assert!(!direct.is_empty(), "{what}: no cases ran");
+    assert_eq!(direct.len(), proxied.len(), "{what}: case count differs");
+    let diffs: Vec<String> = direct
+        .iter()
+        .filter(|(case, outcome)| proxied.get(*case) != Some(outcome))
+        .map(|(case, outcome)| format!("{case}: direct {outcome:?} vs proxied {:?}", proxied.get(case)))
+        .collect();
+    assert!(diffs.is_empty(), "{what}: {} cases differ:\n{}", diffs.len(), diffs.join("\n"));
+}
+
+async fn compare(python: &Path, server: SocketAddr, label: &str) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proxy = TestProxy::start(None).await;
+    let strip = proxy.add("strip", &server.to_string()).await;
+    let mut pass_spec = ProxySpec::new("pass", "127.0.0.1:0", &server.to_string());
+    pass_spec.extensions = ExtensionsMode::Pass;
+    let pass = proxy.add_spec(pass_spec).await;
+
+    // Everything but compression, through the default proxy.
+    let exclude = ["12.*", "13.*"];
+    let direct = run_suite(python, server, &dir.path().join("direct"), &[], &exclude).await;
+    let proxied = run_suite(python, strip, &dir.path().join("strip"), &[], &exclude).await;
+    assert_identical(&direct, &proxied, &format!("{label}, extensions: strip"));
+
+    // Compression cases through a proxy that passes the extension.
+    let cases = ["12.*", "13.*"];
+    let direct = run_suite(python, server, &dir.path().join("direct-z"), &cases, &[]).await;
+    let proxied = run_suite(python, pass, &dir.path().join("pass-z"), &cases, &[]).await;
+    assert_identical(&direct, &proxied, &format!("{label}, extensions: pass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_outcomes_are_identical_through_the_proxy_python_server() {
+    let Some(python) = kosoku() else { return };
+    let Some(server) = PyEcho::start_with(&["--deflate"]).await else { return };
+    compare(&python, server.addr, "python websockets (deflate)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_outcomes_are_identical_through_the_proxy_wsfault_echo() {
+    let Some(python) = kosoku() else { return };
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsfault"))
+        .args(["echo", "--listen", &addr.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn wsfault echo");
+    wait_listening(addr).await;
+    compare(&python, addr, "wsfault echo").await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
