@@ -1,0 +1,407 @@
+//! The benchmark command (`scripts/bench.sh` runs it): echo round trips
+//! measured side by side in one run — direct to `wsfault echo`, through
+//! `wsfault proxy`, and through nginx as a WebSocket proxy — plus RSS per
+//! idle proxied connection and the toxic accuracy targets. Prints a
+//! markdown report on stdout (figures as ratios to direct and to nginx).
+//!
+//! `cargo bench --bench relay -- --quick` runs a shorter version.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsfault");
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+async fn wait_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{addr} never listened");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn nginx_pids(prefix: &std::path::Path) -> Vec<u32> {
+    // Master and workers: every process whose cmdline names our prefix, plus their children.
+    let mut pids = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmd.contains("nginx") && (cmd.contains(&*prefix.to_string_lossy()) || cmd.contains("worker process")) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[derive(Clone, Copy)]
+struct Figures {
+    mps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+}
+
+/// Closed loop: each connection sends a message and waits for its echo.
+async fn closed_loop(target: SocketAddr, conns: usize, size: usize, secs: f64) -> Figures {
+    run_load(target, conns, size, secs, None).await
+}
+
+async fn run_load(target: SocketAddr, conns: usize, size: usize, secs: f64, rate_per_conn: Option<f64>) -> Figures {
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut sockets = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        match tokio_tungstenite::connect_async(format!("ws://{target}/bench")).await {
+            Ok((ws, _)) => sockets.push(ws),
+            Err(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for (i, mut ws) in sockets.into_iter().enumerate() {
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let payload = vec![b'x'; size];
+            let mut count = 0u64;
+            tokio::time::sleep_until(start.into()).await;
+            let interval = rate_per_conn.map(|r| Duration::from_secs_f64(1.0 / r));
+            // Spread fixed-rate senders over the interval.
+            let mut next = start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((i % 97) as f64 / 97.0));
+            while Instant::now() < end {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let t0 = Instant::now();
+                let msg = if size < 1024 {
+                    Message::text(String::from_utf8(payload.clone()).unwrap_or_default())
+                } else {
+                    Message::binary(payload.clone())
+                };
+                if ws.send(msg).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                match ws.next().await {
+                    Some(Ok(_)) => {
+                        let us = t0.elapsed().as_micros() as u64;
+                        let _ = hist.record(us.max(1));
+                        count += 1;
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            (hist, count)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut total = 0;
+    for t in tasks {
+        if let Ok((h, c)) = t.await {
+            let _ = hist.add(&h);
+            total += c;
+        }
+    }
+    Figures {
+        mps: total as f64 / secs,
+        p50_us: hist.value_at_quantile(0.5) as f64,
+        p99_us: hist.value_at_quantile(0.99) as f64,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+async fn admin_post(admin: SocketAddr, path: &str, body: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.expect("admin");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out).await;
+    assert!(out.starts_with("HTTP/1.1 20"), "admin {path}: {out}");
+}
+
+async fn admin_delete(admin: SocketAddr, path: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.expect("admin");
+    let req = format!("DELETE {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out).await;
+}
+
+async fn idle_rss(target: SocketAddr, pids: &[u32], n: usize) -> (f64, usize) {
+    let before: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+    let mut held = Vec::with_capacity(n);
+    let mut failed = 0;
+    for chunk in 0..n.div_ceil(500) {
+        let mut batch = Vec::new();
+        for _ in 0..500.min(n - chunk * 500) {
+            batch.push(tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{target}/idle"))));
+        }
+        for b in batch {
+            match b.await {
+                Ok(Ok((ws, _))) => held.push(ws),
+                _ => failed += 1,
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+    let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / held.len().max(1) as f64;
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (per_conn, failed)
+}
+
+fn binomial_interval(n: f64, p: f64) -> (f64, f64) {
+    // 99.9% two-sided normal approximation (z = 3.29).
+    let sd = (n * p * (1.0 - p)).sqrt();
+    (n * p - 3.29 * sd, n * p + 3.29 * sd)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let secs = if quick { 2.0 } else { 5.0 };
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+    let echo_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let proxy_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let quiet = || Stdio::null();
+    let echo = Proc(
+        Command::new(BIN)
+            .args(["echo", "--listen", &echo_addr.to_string()])
+            .stderr(quiet())
+            .spawn()
+            .expect("spawn echo"),
+    );
+    let proxy = Proc(
+        Command::new(BIN)
+            .args([
+                "proxy",
+                "--listen",
+                &proxy_addr.to_string(),
+                "--upstream",
+                &echo_addr.to_string(),
+                "--admin",
+                &admin_addr.to_string(),
+                "--seed",
+                "7",
+            ])
+            .env("RUST_LOG", "warn")
+            .stderr(quiet())
+            .spawn()
+            .expect("spawn proxy"),
+    );
+    wait_port(echo_addr).await;
+    wait_port(proxy_addr).await;
+
+    // nginx as a WebSocket proxy, in a prefix of its own.
+    let nginx_dir = tempfile::tempdir().expect("tmp");
+    let nginx_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let conf = format!(
+        "worker_processes auto;\nworker_rlimit_nofile 40000;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\ndaemon off;\nevents {{ worker_connections 30000; }}\nhttp {{\n  access_log off;\n  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n  upstream echo {{ server {echo_addr}; }}\n  server {{\n    listen {nginx_addr} backlog=4096;\n    location / {{\n      proxy_pass http://echo;\n      proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n      proxy_read_timeout 3600s;\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+        dir = nginx_dir.path().display()
+    );
+    let conf_path = nginx_dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("nginx conf");
+    let nginx = Command::new("nginx")
+        .args(["-p", &nginx_dir.path().to_string_lossy(), "-c", &conf_path.to_string_lossy()])
+        .stderr(quiet())
+        .spawn()
+        .ok()
+        .map(|c| Proc(c));
+    if nginx.is_some() {
+        wait_port(nginx_addr).await;
+    } else {
+        eprintln!("nginx not found: scripts/bench.sh installs it; nginx columns are skipped");
+    }
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    println!("# wsfault benchmark\n");
+    println!("Machine: {} cores, {cpu}; loopback; {} s per cell; driver: tokio-tungstenite closed loop in one process.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), secs);
+    println!("## Echo round trips (closed loop)\n");
+    println!("| conns | size | direct msg/s | wsfault msg/s | nginx msg/s | wsfault/direct | wsfault/nginx | p50 direct/wsfault/nginx (µs) | p99 direct/wsfault/nginx (µs) | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let sizes = [64usize, 16 * 1024];
+    let conn_counts = if quick { vec![1usize, 100] } else { vec![1usize, 100, 1000] };
+    for &conns in &conn_counts {
+        for &size in &sizes {
+            let d = closed_loop(echo_addr, conns, size, secs).await;
+            let w = closed_loop(proxy_addr, conns, size, secs).await;
+            let n = match &nginx {
+                Some(_) => Some(closed_loop(nginx_addr, conns, size, secs).await),
+                None => None,
+            };
+            let nm = n.map_or(f64::NAN, |n| n.mps);
+            println!(
+                "| {conns} | {size} B | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} |",
+                d.mps,
+                w.mps,
+                nm,
+                w.mps / d.mps,
+                w.mps / nm,
+                d.p50_us,
+                w.p50_us,
+                n.map_or(f64::NAN, |n| n.p50_us),
+                d.p99_us,
+                w.p99_us,
+                n.map_or(f64::NAN, |n| n.p99_us),
+                d.errors + w.errors + n.map_or(0, |n| n.errors)
+            );
+        }
+    }
+
+    println!("\n## Added latency at 1 000 msg/s (100 connections × 10 msg/s, 64 B)\n");
+    let d = run_load(echo_addr, 100, 64, secs, Some(10.0)).await;
+    let w = run_load(proxy_addr, 100, 64, secs, Some(10.0)).await;
+    println!("| path | p50 µs | p99 µs | added p50 µs | added p99 µs |\n|---|---|---|---|---|");
+    println!("| direct | {:.0} | {:.0} | - | - |", d.p50_us, d.p99_us);
+    println!("| wsfault | {:.0} | {:.0} | {:.0} | {:.0} |", w.p50_us, w.p99_us, w.p50_us - d.p50_us, w.p99_us - d.p99_us);
+    if nginx.is_some() {
+        let n = run_load(nginx_addr, 100, 64, secs, Some(10.0)).await;
+        println!("| nginx | {:.0} | {:.0} | {:.0} | {:.0} |", n.p50_us, n.p99_us, n.p50_us - d.p50_us, n.p99_us - d.p99_us);
+    }
+
+    println!("\n## Toxics\n");
+    // A toxic list that never triggers (probability 0 and a non-matching match).
+    let base = closed_loop(proxy_addr, 100, 64, secs).await;
+    admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"never1","type":"message_loss","stream":"upstream","attributes":{"probability":0}}"#).await;
+    admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"never2","type":"latency","match":{"path":"/nothing*"},"attributes":{"latency":500}}"#).await;
+    let never = closed_loop(proxy_addr, 100, 64, secs).await;
+    admin_delete(admin_addr, "/proxies/default/toxics/never1").await;
+    admin_delete(admin_addr, "/proxies/default/toxics/never2").await;
+    println!("- never-triggering toxics, 100 conns × 64 B: {:.0} msg/s vs {:.0} with none = {:.3}× (target ≥ 0.95×)", never.mps, base.mps, never.mps / base.mps);
+
+    // 100 ms latency at 1000 connections × 10 msg/s.
+    let lat_conns = if quick { 200 } else { 1000 };
+    let direct = run_load(echo_addr, lat_conns, 64, secs, Some(10.0)).await;
+    admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":100}}"#).await;
+    let lat = run_load(proxy_addr, lat_conns, 64, secs, Some(10.0)).await;
+    admin_delete(admin_addr, "/proxies/default/toxics/lat").await;
+    println!(
+        "- latency 100 ms at {lat_conns} conns × 10 msg/s: added p50 {:.2} ms (target 100 ± 1), added p99 {:.2} ms (target 100 ± 5); direct p50 {:.2} ms p99 {:.2} ms",
+        (lat.p50_us - direct.p50_us) / 1000.0,
+        (lat.p99_us - direct.p99_us) / 1000.0,
+        direct.p50_us / 1000.0,
+        direct.p99_us / 1000.0
+    );
+
+    // 1% loss over 100 000 messages, counted by the proxy and seen by clients.
+    admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"loss","type":"message_loss","stream":"upstream","attributes":{"probability":0.01}}"#).await;
+    let total: u64 = if quick { 20_000 } else { 100_000 };
+    let lost = loss_run(proxy_addr, 100, total).await;
+    admin_delete(admin_addr, "/proxies/default/toxics/loss").await;
+    let (lo, hi) = binomial_interval(total as f64, 0.01);
+    println!(
+        "- message_loss 1% over {total} messages: {lost} lost = {:.3}% (99.9% interval {lo:.0}..{hi:.0}: {})",
+        lost as f64 * 100.0 / total as f64,
+        if (lost as f64) >= lo && (lost as f64) <= hi { "inside" } else { "OUTSIDE" }
+    );
+
+    println!("\n## Memory per idle connection\n");
+    println!("| connections | wsfault RSS/conn | nginx RSS/conn | failed |\n|---|---|---|---|");
+    let counts = if quick { vec![1000usize] } else { vec![5000usize, 9000] };
+    for n in counts {
+        let (w, wf) = idle_rss(proxy_addr, &[proxy.0.id()], n).await;
+        let (ng, nf) = if nginx.is_some() {
+            idle_rss(nginx_addr, &nginx_pids(nginx_dir.path()), n).await
+        } else {
+            (f64::NAN, 0)
+        };
+        println!("| {n} | {:.1} KiB | {:.1} KiB | {} |", w / 1024.0, ng / 1024.0, wf + nf);
+    }
+    drop(nginx);
+    drop(proxy);
+    drop(echo);
+}
+
+/// Sends `total` messages spread over `conns` connections, one at a time per
+/// connection with a short receive window, and counts messages never echoed.
+async fn loss_run(target: SocketAddr, conns: usize, total: u64) -> u64 {
+    let per = total / conns as u64;
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        tasks.push(tokio::spawn(async move {
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{target}/loss")).await else {
+                return per;
+            };
+            // Pipeline: send all, then read echoes until a quiet period.
+            let mut received = 0u64;
+            for i in 0..per {
+                if ws.send(Message::text(format!("{c}:{i}"))).await.is_err() {
+                    break;
+                }
+                if i % 64 == 63 {
+                    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_millis(0), ws.next()).await {
+                        received += 1;
+                    }
+                }
+            }
+            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
+                if m.is_text() {
+                    received += 1;
+                }
+            }
+            let _ = ws.close(None).await;
+            per - received.min(per)
+        }));
+    }
+    let mut lost = 0;
+    for t in tasks {
+        lost += t.await.unwrap_or(0);
+    }
+    lost
+}
