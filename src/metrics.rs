@@ -98,7 +98,10 @@ impl Metrics {
             let _ = registry.register(Box::new(process));
         }
         let connections_active = IntGaugeVec::new(
-            Opts::new("wsfault_connections_active", "WebSocket connections open through the proxy."),
+            Opts::new(
+                "wsfault_connections_active",
+                "WebSocket connections open through the proxy.",
+            ),
             &["proxy"],
         )
         .unwrap_or_else(|err| panic!("static metric definition: {err}"));
@@ -185,8 +188,10 @@ impl Metrics {
     /// Resolves the per-proxy handles used on the relay's hot path.
     pub fn for_proxy(&self, proxy: &str) -> ProxyMetrics {
         let per_stream = |stream: StreamDir| StreamMetrics {
-            frames: Opcode::ALL
-                .map(|op| self.frames.with_label_values(&[proxy, stream.label(), op.label()])),
+            frames: Opcode::ALL.map(|op| {
+                self.frames
+                    .with_label_values(&[proxy, stream.label(), op.label()])
+            }),
             messages: self.messages.with_label_values(&[proxy, stream.label()]),
             bytes: self.bytes.with_label_values(&[proxy, stream.label()]),
             relay_delay: self.relay_delay.with_label_values(&[proxy, stream.label()]),
@@ -198,7 +203,10 @@ impl Metrics {
             proxy: proxy.to_string(),
             connections_active: self.connections_active.with_label_values(&[proxy]),
             connections_total: self.connections_total.with_label_values(&[proxy]),
-            streams: [per_stream(StreamDir::Upstream), per_stream(StreamDir::Downstream)],
+            streams: [
+                per_stream(StreamDir::Upstream),
+                per_stream(StreamDir::Downstream),
+            ],
             metrics: self.clone(),
         }
     }

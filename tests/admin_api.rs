@@ -17,30 +17,47 @@ use wsfault::frame::Opcode;
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 async fn ws(addr: SocketAddr) -> Ws {
-    tokio::time::timeout(SOON, tokio_tungstenite::connect_async(format!("ws://{addr}/")))
-        .await
-        .expect("connect timeout")
-        .expect("connect through proxy")
-        .0
+    tokio::time::timeout(
+        SOON,
+        tokio_tungstenite::connect_async(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connect timeout")
+    .expect("connect through proxy")
+    .0
 }
 
 /// Sends one text message and waits for its echo; returns the round trip.
 async fn round_trip(ws: &mut Ws, text: &str) -> Duration {
     let start = Instant::now();
     ws.send(Message::text(text)).await.expect("send");
-    let echoed = tokio::time::timeout(SOON, ws.next()).await.expect("echo timeout").expect("echo").expect("frame");
+    let echoed = tokio::time::timeout(SOON, ws.next())
+        .await
+        .expect("echo timeout")
+        .expect("echo")
+        .expect("frame");
     assert_eq!(echoed, Message::text(text));
     start.elapsed()
 }
 
 fn listen_addr(view: &Value) -> SocketAddr {
-    view["listen"].as_str().and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("listen in {view}"))
+    view["listen"]
+        .as_str()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("listen in {view}"))
 }
 
 /// Asserts a Toxiproxy-style error body and returns its message.
 fn error_message(status: u16, body: &Value) -> String {
-    assert_eq!(body["status"].as_u64(), Some(status as u64), "error body {body}");
-    body["error"].as_str().unwrap_or_else(|| panic!("no error in {body}")).to_string()
+    assert_eq!(
+        body["status"].as_u64(),
+        Some(status as u64),
+        "error body {body}"
+    );
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {body}"))
+        .to_string()
 }
 
 async fn refused(addr: SocketAddr) -> bool {
@@ -69,7 +86,13 @@ async fn proxies_created_over_the_api_listen_at_once() {
     let mut client = ws(addr).await;
     round_trip(&mut client, "hi").await;
 
-    let (status, body) = api(proxy.admin, "POST", "/proxies", Some(json!({"name": "chat", "listen": "127.0.0.1:0", "upstream": echo.to_string()}))).await;
+    let (status, body) = api(
+        proxy.admin,
+        "POST",
+        "/proxies",
+        Some(json!({"name": "chat", "listen": "127.0.0.1:0", "upstream": echo.to_string()})),
+    )
+    .await;
     assert_eq!(status, 409);
     assert!(error_message(409, &body).contains("chat"), "{body}");
 
@@ -84,7 +107,13 @@ async fn proxies_created_over_the_api_listen_at_once() {
     error_message(404, &body);
 
     // Toxiproxy accepts a proxy without `listen`: it gets a free loopback port.
-    let (status, view) = api(proxy.admin, "POST", "/proxies", Some(json!({"name": "nolisten", "upstream": echo.to_string()}))).await;
+    let (status, view) = api(
+        proxy.admin,
+        "POST",
+        "/proxies",
+        Some(json!({"name": "nolisten", "upstream": echo.to_string()})),
+    )
+    .await;
     assert_eq!(status, 201, "{view}");
     let mut client = ws(listen_addr(&view)).await;
     round_trip(&mut client, "hi").await;
@@ -106,8 +135,16 @@ async fn deleted_proxies_stop_listening_and_end_their_connections() {
     let (mut client, mut server) = raw_pair(addr, &upstream).await;
     let (status, body) = http(proxy.admin, "DELETE", "/proxies/p", None).await;
     assert_eq!((status, body.as_str()), (204, ""));
-    assert_ne!(client.end_within(SOON).await, EndSeen::StillOpen, "client connection ended");
-    assert_ne!(server.end_within(SOON).await, EndSeen::StillOpen, "upstream connection ended");
+    assert_ne!(
+        client.end_within(SOON).await,
+        EndSeen::StillOpen,
+        "client connection ended"
+    );
+    assert_ne!(
+        server.end_within(SOON).await,
+        EndSeen::StillOpen,
+        "upstream connection ended"
+    );
     assert!(refused(addr).await, "listener closed");
     let (status, body) = api(proxy.admin, "GET", "/proxies/p", None).await;
     assert_eq!(status, 404, "{body}");
@@ -143,8 +180,14 @@ async fn populate_is_idempotent_and_does_not_rebind() {
     assert_eq!(listen_addr(&second["proxies"][0]), a);
     assert_eq!(listen_addr(&second["proxies"][1]), b);
     round_trip(&mut live, "after").await; // the connection survived: no rebinding
-    // The `{"proxies": [...]}` form is accepted too.
-    let (status, third) = api(proxy.admin, "POST", "/populate", Some(json!({"proxies": body}))).await;
+                                          // The `{"proxies": [...]}` form is accepted too.
+    let (status, third) = api(
+        proxy.admin,
+        "POST",
+        "/populate",
+        Some(json!({"proxies": body})),
+    )
+    .await;
     assert_eq!((status, &third), (201, &first));
     let (_, all) = api(proxy.admin, "GET", "/proxies", None).await;
     assert_eq!(all.as_object().map(|o| o.len()), Some(2));
@@ -162,7 +205,13 @@ async fn populate_is_idempotent_and_does_not_rebind() {
     assert_eq!(listen_addr(&off["proxies"][0]), a);
     assert!(refused(a).await);
     // A bad entry changes nothing.
-    let (status, _) = api(proxy.admin, "POST", "/populate", Some(json!([{"name": "c", "upstream": echo.to_string()}, {"name": "d"}]))).await;
+    let (status, _) = api(
+        proxy.admin,
+        "POST",
+        "/populate",
+        Some(json!([{"name": "c", "upstream": echo.to_string()}, {"name": "d"}])),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(api(proxy.admin, "GET", "/proxies/c", None).await.0, 404);
 }
@@ -172,13 +221,25 @@ async fn disabling_closes_listener_and_connections_enabling_reopens() {
     let upstream = RawUpstream::bind().await;
     let (proxy, addr) = TestProxy::with_proxy(&upstream.addr.to_string(), None).await;
     let (mut client, mut server) = raw_pair(addr, &upstream).await;
-    let (status, view) = api(proxy.admin, "POST", "/proxies/p", Some(json!({"enabled": false}))).await;
+    let (status, view) = api(
+        proxy.admin,
+        "POST",
+        "/proxies/p",
+        Some(json!({"enabled": false})),
+    )
+    .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["enabled"], false);
     assert_ne!(client.end_within(SOON).await, EndSeen::StillOpen);
     assert_ne!(server.end_within(SOON).await, EndSeen::StillOpen);
     assert!(refused(addr).await, "listener closed");
-    let (status, view) = api(proxy.admin, "PATCH", "/proxies/p", Some(json!({"enabled": true}))).await;
+    let (status, view) = api(
+        proxy.admin,
+        "PATCH",
+        "/proxies/p",
+        Some(json!({"enabled": true})),
+    )
+    .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(listen_addr(&view), addr, "same address again");
     let (mut client, mut server) = raw_pair(addr, &upstream).await;
@@ -192,9 +253,24 @@ async fn reset_reenables_every_proxy_and_removes_every_toxic() {
     let proxy = TestProxy::start(None).await;
     let a = proxy.add("a", &echo.to_string()).await;
     let b = proxy.add("b", &echo.to_string()).await;
-    proxy.toxic("a", json!({"type": "latency", "attributes": {"latency": 400}})).await;
+    proxy
+        .toxic(
+            "a",
+            json!({"type": "latency", "attributes": {"latency": 400}}),
+        )
+        .await;
     proxy.toxic("b", json!({"type": "message_loss", "stream": "upstream", "attributes": {"probability": 1.0}})).await;
-    assert_eq!(api(proxy.admin, "POST", "/proxies/b", Some(json!({"enabled": false}))).await.0, 200);
+    assert_eq!(
+        api(
+            proxy.admin,
+            "POST",
+            "/proxies/b",
+            Some(json!({"enabled": false}))
+        )
+        .await
+        .0,
+        200
+    );
     assert!(refused(b).await);
     let (status, body) = http(proxy.admin, "POST", "/reset", None).await;
     assert_eq!((status, body.as_str()), (204, ""));
@@ -214,7 +290,13 @@ async fn patch_and_deprecated_post_both_update_a_proxy() {
     let first = RawUpstream::bind().await;
     let second = RawUpstream::bind().await;
     let (proxy, addr) = TestProxy::with_proxy(&first.addr.to_string(), None).await;
-    let (status, view) = api(proxy.admin, "PATCH", "/proxies/p", Some(json!({"upstream": second.addr.to_string()}))).await;
+    let (status, view) = api(
+        proxy.admin,
+        "PATCH",
+        "/proxies/p",
+        Some(json!({"upstream": second.addr.to_string()})),
+    )
+    .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["upstream"], second.addr.to_string());
     let (_client, _server) = raw_pair(addr, &second).await;
@@ -232,12 +314,27 @@ async fn patch_and_deprecated_post_both_update_a_proxy() {
     assert_eq!(listen_addr(&view), addr);
     let (_client, _server) = raw_pair(addr, &first).await;
     // Asking for "any port" on the same address keeps the bound one.
-    let (status, view) = api(proxy.admin, "PATCH", "/proxies/p", Some(json!({"listen": "127.0.0.1:0"}))).await;
+    let (status, view) = api(
+        proxy.admin,
+        "PATCH",
+        "/proxies/p",
+        Some(json!({"listen": "127.0.0.1:0"})),
+    )
+    .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(listen_addr(&view), addr);
     // Moving the listener to another port rebinds it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let (status, view) = api(proxy.admin, "PATCH", "/proxies/p", Some(json!({"listen": format!("127.0.0.1:{port}")}))).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let (status, view) = api(
+        proxy.admin,
+        "PATCH",
+        "/proxies/p",
+        Some(json!({"listen": format!("127.0.0.1:{port}")})),
+    )
+    .await;
     assert_eq!(status, 200, "{view}");
     let moved = listen_addr(&view);
     assert_eq!(moved.port(), port);
@@ -254,33 +351,66 @@ async fn toxics_crud_acts_on_live_connections() {
     let (status, list) = api(proxy.admin, "GET", "/proxies/p/toxics", None).await;
     assert_eq!((status, list), (200, json!([])));
 
-    let (status, toxic) = api(proxy.admin, "POST", "/proxies/p/toxics", Some(json!({"type": "latency", "attributes": {"latency": 300}}))).await;
+    let (status, toxic) = api(
+        proxy.admin,
+        "POST",
+        "/proxies/p/toxics",
+        Some(json!({"type": "latency", "attributes": {"latency": 300}})),
+    )
+    .await;
     assert_eq!(status, 200, "{toxic}");
     assert_eq!(toxic["name"], "latency_downstream");
     assert_eq!(toxic["type"], "latency");
     assert_eq!(toxic["stream"], "downstream");
     assert_eq!(toxic["toxicity"], 1.0);
     assert_eq!(toxic["attributes"], json!({"latency": 300}));
-    assert!(round_trip(&mut live, "slow").await >= Duration::from_millis(290), "applies to a live connection");
+    assert!(
+        round_trip(&mut live, "slow").await >= Duration::from_millis(290),
+        "applies to a live connection"
+    );
 
     let (status, list) = api(proxy.admin, "GET", "/proxies/p/toxics", None).await;
     assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)));
-    let (status, one) = api(proxy.admin, "GET", "/proxies/p/toxics/latency_downstream", None).await;
+    let (status, one) = api(
+        proxy.admin,
+        "GET",
+        "/proxies/p/toxics/latency_downstream",
+        None,
+    )
+    .await;
     assert_eq!((status, &one), (200, &toxic));
     let (_, p) = api(proxy.admin, "GET", "/proxies/p", None).await;
     assert_eq!(p["toxics"], json!([toxic]));
 
     // Toxiproxy's update is POST; attributes are merged.
-    let (status, updated) = api(proxy.admin, "POST", "/proxies/p/toxics/latency_downstream", Some(json!({"attributes": {"jitter": 10}}))).await;
+    let (status, updated) = api(
+        proxy.admin,
+        "POST",
+        "/proxies/p/toxics/latency_downstream",
+        Some(json!({"attributes": {"jitter": 10}})),
+    )
+    .await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["attributes"], json!({"latency": 300, "jitter": 10}));
-    let (status, updated) = api(proxy.admin, "PATCH", "/proxies/p/toxics/latency_downstream", Some(json!({"toxicity": 0.5, "attributes": {"latency": 0, "jitter": 0}}))).await;
+    let (status, updated) = api(
+        proxy.admin,
+        "PATCH",
+        "/proxies/p/toxics/latency_downstream",
+        Some(json!({"toxicity": 0.5, "attributes": {"latency": 0, "jitter": 0}})),
+    )
+    .await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["toxicity"], 0.5);
     assert_eq!(updated["name"], "latency_downstream");
     assert!(round_trip(&mut live, "fast again").await < Duration::from_millis(250));
 
-    let (status, body) = api(proxy.admin, "POST", "/proxies/p/toxics", Some(json!({"type": "latency", "attributes": {"latency": 1}}))).await;
+    let (status, body) = api(
+        proxy.admin,
+        "POST",
+        "/proxies/p/toxics",
+        Some(json!({"type": "latency", "attributes": {"latency": 1}})),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     assert!(error_message(409, &body).contains("latency_downstream"));
     // A named toxic on the other stream.
@@ -291,14 +421,36 @@ async fn toxics_crud_acts_on_live_connections() {
         Some(json!({"name": "up", "type": "message_loss", "stream": "upstream", "toxicity": 1, "attributes": {"probability": 0}})),
     )
     .await;
-    assert_eq!((status, &toxic["stream"]), (200, &json!("upstream")), "{toxic}");
+    assert_eq!(
+        (status, &toxic["stream"]),
+        (200, &json!("upstream")),
+        "{toxic}"
+    );
 
-    let (status, body) = http(proxy.admin, "DELETE", "/proxies/p/toxics/latency_downstream", None).await;
+    let (status, body) = http(
+        proxy.admin,
+        "DELETE",
+        "/proxies/p/toxics/latency_downstream",
+        None,
+    )
+    .await;
     assert_eq!((status, body.as_str()), (204, ""));
-    let (status, body) = api(proxy.admin, "DELETE", "/proxies/p/toxics/latency_downstream", None).await;
+    let (status, body) = api(
+        proxy.admin,
+        "DELETE",
+        "/proxies/p/toxics/latency_downstream",
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     assert!(error_message(404, &body).contains("latency_downstream"));
-    let (status, _) = api(proxy.admin, "GET", "/proxies/p/toxics/latency_downstream", None).await;
+    let (status, _) = api(
+        proxy.admin,
+        "GET",
+        "/proxies/p/toxics/latency_downstream",
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     let (_, list) = api(proxy.admin, "GET", "/proxies/p/toxics", None).await;
     assert_eq!(list.as_array().map(Vec::len), Some(1));
@@ -316,7 +468,10 @@ async fn healthz_version_and_metrics() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     let (status, text) = http(proxy.admin, "GET", "/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(text.contains("wsfault_connections_active{proxy=\"p\"} 0"), "{text}");
+    assert!(
+        text.contains("wsfault_connections_active{proxy=\"p\"} 0"),
+        "{text}"
+    );
     let (status, body) = api(proxy.admin, "GET", "/no/such/thing", None).await;
     assert_eq!(status, 404);
     error_message(404, &body);
@@ -341,11 +496,15 @@ async fn connections_are_listed_and_can_be_ended() {
     client.recv().await;
     let client_addr = client.tcp.local_addr().expect("local addr").to_string();
     eventually("counters of both streams", || async {
-        let list = api(proxy.admin, "GET", "/proxies/p/connections", None).await.1;
+        let list = api(proxy.admin, "GET", "/proxies/p/connections", None)
+            .await
+            .1;
         list[0]["upstream"]["frames"] == 2 && list[0]["downstream"]["frames"] == 1
     })
     .await;
-    let list = api(proxy.admin, "GET", "/proxies/p/connections", None).await.1;
+    let list = api(proxy.admin, "GET", "/proxies/p/connections", None)
+        .await
+        .1;
     let conn = &list[0];
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(conn["id"], 0);
@@ -353,24 +512,49 @@ async fn connections_are_listed_and_can_be_ended() {
     assert_eq!(conn["path"], "/chat?x=1");
     assert_eq!(conn["subprotocol"], "v2");
     assert!(conn["age_ms"].is_u64(), "{conn}");
-    assert_eq!(conn["upstream"], json!({"frames": 2, "bytes": 2 * (2 + 4 + 5)}), "masked 5-byte frames");
+    assert_eq!(
+        conn["upstream"],
+        json!({"frames": 2, "bytes": 2 * (2 + 4 + 5)}),
+        "masked 5-byte frames"
+    );
     assert_eq!(conn["downstream"], json!({"frames": 1, "bytes": 2 + 5}));
 
-    let (status, body) = http(proxy.admin, "DELETE", "/proxies/p/connections/0?mode=close", None).await;
+    let (status, body) = http(
+        proxy.admin,
+        "DELETE",
+        "/proxies/p/connections/0?mode=close",
+        None,
+    )
+    .await;
     assert_eq!((status, body.as_str()), (204, ""));
     assert_eq!(client.close_code_within(SOON).await, Some(1001));
     assert_eq!(server.close_code_within(SOON).await, Some(1001));
     drop((client, server));
     eventually("the closed connection leaves the list", || async {
-        api(proxy.admin, "GET", "/proxies/p/connections", None).await.1 == json!([])
+        api(proxy.admin, "GET", "/proxies/p/connections", None)
+            .await
+            .1
+            == json!([])
     })
     .await;
 
     let (mut client, mut server) = raw_pair(addr, &upstream).await;
-    let (status, body) = api(proxy.admin, "DELETE", "/proxies/p/connections/1?mode=explode", None).await;
+    let (status, body) = api(
+        proxy.admin,
+        "DELETE",
+        "/proxies/p/connections/1?mode=explode",
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(error_message(400, &body).contains("close, reset"), "{body}");
-    let (status, _) = http(proxy.admin, "DELETE", "/proxies/p/connections/1?mode=reset", None).await;
+    let (status, _) = http(
+        proxy.admin,
+        "DELETE",
+        "/proxies/p/connections/1?mode=reset",
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     assert_eq!(client.end_within(SOON).await, EndSeen::Reset);
     assert_eq!(server.end_within(SOON).await, EndSeen::Reset);
@@ -386,19 +570,53 @@ async fn token_is_required_except_for_healthz_and_metrics() {
         token: Some("s3cret".into()),
     };
     let proxy = TestProxy::start_with(None, options).await;
-    for (method, path) in [("GET", "/proxies"), ("GET", "/version"), ("POST", "/reset"), ("DELETE", "/proxies/x"), ("GET", "/nope")] {
+    for (method, path) in [
+        ("GET", "/proxies"),
+        ("GET", "/version"),
+        ("POST", "/reset"),
+        ("DELETE", "/proxies/x"),
+        ("GET", "/nope"),
+    ] {
         let (status, body) = http(proxy.admin, method, path, None).await;
         assert_eq!(status, 401, "{method} {path}: {body}");
         let body: Value = serde_json::from_str(&body).expect("json error");
         error_message(401, &body);
-        let (status, _) = http_with(proxy.admin, method, path, None, &[("Authorization", "Bearer wrong")]).await;
+        let (status, _) = http_with(
+            proxy.admin,
+            method,
+            path,
+            None,
+            &[("Authorization", "Bearer wrong")],
+        )
+        .await;
         assert_eq!(status, 401, "{method} {path} with a wrong token");
-        let (status, _) = http_with(proxy.admin, method, path, None, &[("Authorization", "Basic czNjcmV0")]).await;
+        let (status, _) = http_with(
+            proxy.admin,
+            method,
+            path,
+            None,
+            &[("Authorization", "Basic czNjcmV0")],
+        )
+        .await;
         assert_eq!(status, 401, "{method} {path} with another scheme");
     }
-    let (status, body) = http_with(proxy.admin, "GET", "/proxies", None, &[("Authorization", "Bearer s3cret")]).await;
+    let (status, body) = http_with(
+        proxy.admin,
+        "GET",
+        "/proxies",
+        None,
+        &[("Authorization", "Bearer s3cret")],
+    )
+    .await;
     assert_eq!((status, body.as_str()), (200, "{}"));
-    let (status, _) = http_with(proxy.admin, "POST", "/reset", None, &[("Authorization", "bearer s3cret")]).await;
+    let (status, _) = http_with(
+        proxy.admin,
+        "POST",
+        "/reset",
+        None,
+        &[("Authorization", "bearer s3cret")],
+    )
+    .await;
     assert_eq!(status, 204, "the scheme is case-insensitive");
     assert_eq!(http(proxy.admin, "GET", "/healthz", None).await.0, 200);
     assert_eq!(http(proxy.admin, "GET", "/metrics", None).await.0, 200);
@@ -407,8 +625,14 @@ async fn token_is_required_except_for_healthz_and_metrics() {
 #[tokio::test]
 async fn cross_site_origins_are_forbidden_same_origin_is_allowed() {
     let proxy = TestProxy::start(None).await;
-    for origin in ["http://evil.example", "https://evil.example:8474", "null", &format!("http://{}.evil.example", proxy.admin.ip())] {
-        let (status, body) = http_with(proxy.admin, "POST", "/reset", None, &[("Origin", origin)]).await;
+    for origin in [
+        "http://evil.example",
+        "https://evil.example:8474",
+        "null",
+        &format!("http://{}.evil.example", proxy.admin.ip()),
+    ] {
+        let (status, body) =
+            http_with(proxy.admin, "POST", "/reset", None, &[("Origin", origin)]).await;
         assert_eq!(status, 403, "{origin}: {body}");
         let body: Value = serde_json::from_str(&body).expect("json error");
         error_message(403, &body);
@@ -416,7 +640,11 @@ async fn cross_site_origins_are_forbidden_same_origin_is_allowed() {
     let same = format!("http://{}", proxy.admin);
     let (status, _) = http_with(proxy.admin, "GET", "/proxies", None, &[("Origin", &same)]).await;
     assert_eq!(status, 200, "same origin");
-    assert_eq!(http(proxy.admin, "GET", "/proxies", None).await.0, 200, "no Origin (curl, clients)");
+    assert_eq!(
+        http(proxy.admin, "GET", "/proxies", None).await.0,
+        200,
+        "no Origin (curl, clients)"
+    );
 }
 
 /// Sends a request head and reads the answer without sending the body.
@@ -424,7 +652,10 @@ async fn head_only(admin: SocketAddr, head: &str) -> String {
     let mut tcp = TcpStream::connect(admin).await.expect("connect");
     tcp.write_all(head.as_bytes()).await.expect("write head");
     let mut out = vec![0u8; 4096];
-    let n = tokio::time::timeout(SOON, tcp.read(&mut out)).await.expect("answer timeout").expect("read");
+    let n = tokio::time::timeout(SOON, tcp.read(&mut out))
+        .await
+        .expect("answer timeout")
+        .expect("read");
     String::from_utf8_lossy(&out[..n]).to_string()
 }
 
@@ -435,14 +666,21 @@ async fn bodies_over_one_mib_get_413() {
     // Declared too large: refused before the body is read.
     let answer = head_only(
         proxy.admin,
-        &format!("POST /populate HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", proxy.admin, limit + 1),
+        &format!(
+            "POST /populate HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            proxy.admin,
+            limit + 1
+        ),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"status\":413"), "{answer}");
     // Chunked (no length announced): cut at the limit.
     let mut tcp = TcpStream::connect(proxy.admin).await.expect("connect");
-    let head = format!("POST /populate HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", proxy.admin);
+    let head = format!(
+        "POST /populate HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        proxy.admin
+    );
     tcp.write_all(head.as_bytes()).await.expect("head");
     let (mut rd, mut wr) = tcp.into_split();
     let writer = tokio::spawn(async move {
@@ -455,7 +693,10 @@ async fn bodies_over_one_mib_get_413() {
         let _ = wr.write_all(b"0\r\n\r\n").await;
     });
     let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(SOON, rd.read(&mut answer)).await.expect("answer timeout").expect("read");
+    let n = tokio::time::timeout(SOON, rd.read(&mut answer))
+        .await
+        .expect("answer timeout")
+        .expect("read");
     let answer = String::from_utf8_lossy(&answer[..n]).to_string();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     writer.abort();
@@ -470,7 +711,9 @@ async fn a_slow_client_is_cut_after_the_timeout_and_blocks_nobody() {
     let proxy = TestProxy::start(None).await;
     let started = Instant::now();
     let mut slow = TcpStream::connect(proxy.admin).await.expect("connect");
-    slow.write_all(b"GET /proxies HTTP/1.1\r\nHost: x\r\nX-Half: ").await.expect("half a head");
+    slow.write_all(b"GET /proxies HTTP/1.1\r\nHost: x\r\nX-Half: ")
+        .await
+        .expect("half a head");
     let mut silent = TcpStream::connect(proxy.admin).await.expect("connect");
     // Other requests are served meanwhile.
     for _ in 0..5 {
@@ -486,14 +729,22 @@ async fn a_slow_client_is_cut_after_the_timeout_and_blocks_nobody() {
         assert!(!answer.contains(" 200 "), "{what}: {answer}");
     }
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(5), "cut after a timeout, not at once ({waited:?})");
+    assert!(
+        waited >= Duration::from_secs(5),
+        "cut after a timeout, not at once ({waited:?})"
+    );
 }
 
 #[tokio::test]
 async fn bad_requests_are_refused_with_the_field_and_change_nothing() {
     let echo = tungstenite_echo().await;
     let (proxy, addr) = TestProxy::with_proxy(&echo.to_string(), None).await;
-    proxy.toxic("p", json!({"name": "slow", "type": "latency", "attributes": {"latency": 150}})).await;
+    proxy
+        .toxic(
+            "p",
+            json!({"name": "slow", "type": "latency", "attributes": {"latency": 150}}),
+        )
+        .await;
     let (_, before) = api(proxy.admin, "GET", "/proxies", None).await;
     let up = echo.to_string();
     let latency = |attrs: Value| json!({"type": "latency", "attributes": attrs}).to_string();
@@ -549,11 +800,15 @@ async fn bad_requests_are_refused_with_the_field_and_change_nothing() {
     assert!(cases.len() >= 20);
     for (method, path, body, status, needles) in &cases {
         let (got, answer) = http(proxy.admin, method, path, Some(body)).await;
-        let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{method} {path} {body}: not JSON: {answer}"));
+        let answer: Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|_| panic!("{method} {path} {body}: not JSON: {answer}"));
         assert_eq!(got, *status, "{method} {path} {body}: {answer}");
         let message = error_message(*status, &answer);
         for needle in *needles {
-            assert!(message.contains(needle), "{method} {path} {body}: {message:?} lacks {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{method} {path} {body}: {message:?} lacks {needle:?}"
+            );
         }
     }
     // Nothing changed, and the proxy still relays with its toxic.
@@ -566,7 +821,10 @@ async fn bad_requests_are_refused_with_the_field_and_change_nothing() {
 #[tokio::test]
 async fn the_binary_warns_about_a_non_loopback_admin_without_token() {
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
     }
     /// Starts `wsfault proxy` and returns its stderr up to the "admin API listening" line.
     fn stderr_until_listening(extra: &[&str]) -> String {
@@ -584,7 +842,10 @@ async fn the_binary_warns_about_a_non_loopback_admin_without_token() {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let done = line.contains("admin API listening");
                 let _ = tx.send(line);
                 if done {
@@ -603,11 +864,17 @@ async fn the_binary_warns_about_a_non_loopback_admin_without_token() {
         }
         let _ = child.kill();
         let _ = child.wait();
-        assert!(seen.contains("admin API listening"), "never started: {seen}");
+        assert!(
+            seen.contains("admin API listening"),
+            "never started: {seen}"
+        );
         seen
     }
     let warned = stderr_until_listening(&[]);
-    assert!(warned.contains("WARN") && warned.contains("without --admin-token"), "{warned}");
+    assert!(
+        warned.contains("WARN") && warned.contains("without --admin-token"),
+        "{warned}"
+    );
     let quiet = stderr_until_listening(&["--admin-token", "t0ken"]);
     assert!(!quiet.contains("WARN"), "{quiet}");
 }

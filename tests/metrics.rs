@@ -19,12 +19,19 @@ type Sample = (String, BTreeMap<String, String>, f64);
 async fn scrape(admin: SocketAddr) -> Vec<Sample> {
     let (status, text) = http(admin, "GET", "/metrics", None).await;
     assert_eq!(status, 200);
-    text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(parse_sample).collect()
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(parse_sample)
+        .collect()
 }
 
 fn parse_sample(line: &str) -> Sample {
-    let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample line {line:?}"));
-    let value = value.parse().unwrap_or_else(|_| panic!("value in {line:?}"));
+    let (series, value) = line
+        .rsplit_once(' ')
+        .unwrap_or_else(|| panic!("sample line {line:?}"));
+    let value = value
+        .parse()
+        .unwrap_or_else(|_| panic!("value in {line:?}"));
     let (name, labels) = match series.split_once('{') {
         None => (series.to_string(), BTreeMap::new()),
         Some((name, rest)) => {
@@ -47,7 +54,12 @@ fn parse_sample(line: &str) -> Sample {
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
-        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|(_, _, v)| v)
         .sum()
 }
@@ -62,8 +74,14 @@ async fn counters_agree_with_the_traffic() {
     let (proxy, addr) = TestProxy::with_proxy(&upstream.addr.to_string(), None).await;
     let admin = proxy.admin;
     let (mut client, mut server) = raw_pair(addr, &upstream).await;
-    eventually("connection counted", || async { value_now(admin, "wsfault_connections_active", &[("proxy", "p")]).await == 1.0 }).await;
-    assert_eq!(value_now(admin, "wsfault_connections_total", &[("proxy", "p")]).await, 1.0);
+    eventually("connection counted", || async {
+        value_now(admin, "wsfault_connections_active", &[("proxy", "p")]).await == 1.0
+    })
+    .await;
+    assert_eq!(
+        value_now(admin, "wsfault_connections_total", &[("proxy", "p")]).await,
+        1.0
+    );
 
     // Upstream: 6 whole text messages, one message in two frames, one ping.
     const N: usize = 7;
@@ -74,7 +92,9 @@ async fn counters_agree_with_the_traffic() {
         wire += 2 + 4 + payload.len() as u64;
     }
     client.send(false, 0, Opcode::Binary, b"first half").await;
-    client.send(true, 0, Opcode::Continuation, b"second half").await;
+    client
+        .send(true, 0, Opcode::Continuation, b"second half")
+        .await;
     client.send(true, 0, Opcode::Ping, b"are you there").await;
     wire += (2 + 4 + 10) + (2 + 4 + 11) + (2 + 4 + 13);
     for _ in 0..N + 2 {
@@ -111,30 +131,54 @@ async fn counters_agree_with_the_traffic() {
     assert_eq!(frames(&down, "binary"), 3.0);
     assert_eq!(frames(&down, "close"), 0.0);
     assert_eq!(value(&s, "wsfault_bytes_total", &up), wire as f64);
-    assert_eq!(value(&s, "wsfault_bytes_total", &down), (2 + 13 + 3 * (2 + 2 + 200)) as f64);
+    assert_eq!(
+        value(&s, "wsfault_bytes_total", &down),
+        (2 + 13 + 3 * (2 + 2 + 200)) as f64
+    );
     let delays = value(&s, "wsfault_relay_delay_seconds_count", &up);
-    assert_eq!(delays, (N + 2) as f64, "one relay delay per forwarded frame");
+    assert_eq!(
+        delays,
+        (N + 2) as f64,
+        "one relay delay per forwarded frame"
+    );
     assert_eq!(value(&s, "wsfault_relay_delay_seconds_count", &down), 4.0);
     assert_eq!(
-        value(&s, "wsfault_relay_delay_seconds_bucket", &[("proxy", "p"), ("stream", "upstream"), ("le", "+Inf")]),
+        value(
+            &s,
+            "wsfault_relay_delay_seconds_bucket",
+            &[("proxy", "p"), ("stream", "upstream"), ("le", "+Inf")]
+        ),
         delays
     );
 
     // The upstream closes with 4000, the client answers 1000.
     server.send_frame(&Frame::close(4000, "bye", None)).await;
     assert_eq!(client.close_code_within(SOON).await, Some(4000));
-    client.send_frame(&Frame::close(1000, "", Some([9, 9, 9, 9]))).await;
+    client
+        .send_frame(&Frame::close(1000, "", Some([9, 9, 9, 9])))
+        .await;
     assert_eq!(server.close_code_within(SOON).await, Some(1000));
     drop((client, server));
     eventually("closes counted and the connection gone", || async {
         let s = scrape(admin).await;
-        value(&s, "wsfault_closes_total", &[("proxy", "p"), ("code", "4000"), ("by", "upstream")]) == 1.0
-            && value(&s, "wsfault_closes_total", &[("proxy", "p"), ("code", "1000"), ("by", "client")]) == 1.0
+        value(
+            &s,
+            "wsfault_closes_total",
+            &[("proxy", "p"), ("code", "4000"), ("by", "upstream")],
+        ) == 1.0
+            && value(
+                &s,
+                "wsfault_closes_total",
+                &[("proxy", "p"), ("code", "1000"), ("by", "client")],
+            ) == 1.0
             && value(&s, "wsfault_connections_active", &[("proxy", "p")]) == 0.0
     })
     .await;
     let s = scrape(admin).await;
-    assert_eq!(value(&s, "wsfault_connections_total", &[("proxy", "p")]), 1.0);
+    assert_eq!(
+        value(&s, "wsfault_connections_total", &[("proxy", "p")]),
+        1.0
+    );
     assert_eq!(value(&s, "wsfault_closes_total", &[("proxy", "p")]), 2.0);
 }
 
@@ -154,12 +198,23 @@ async fn every_toxic_action_is_counted() {
     for _ in 0..4 {
         assert_eq!(&client.recv().await.payload[..], b"doubled");
     }
-    assert!(server.recv_within(Duration::from_millis(200)).await.is_none());
+    assert!(server
+        .recv_within(Duration::from_millis(200))
+        .await
+        .is_none());
     let admin = proxy.admin;
     eventually("toxic actions counted", || async {
         let s = scrape(admin).await;
-        value(&s, "wsfault_toxic_actions_total", &[("proxy", "p"), ("toxic", "loss"), ("type", "message_loss")]) == 3.0
-            && value(&s, "wsfault_toxic_actions_total", &[("proxy", "p"), ("toxic", "twice"), ("type", "duplicate")]) == 2.0
+        value(
+            &s,
+            "wsfault_toxic_actions_total",
+            &[("proxy", "p"), ("toxic", "loss"), ("type", "message_loss")],
+        ) == 3.0
+            && value(
+                &s,
+                "wsfault_toxic_actions_total",
+                &[("proxy", "p"), ("toxic", "twice"), ("type", "duplicate")],
+            ) == 2.0
     })
     .await;
     // One more of each: +1 each.
@@ -179,7 +234,13 @@ async fn every_toxic_action_is_counted() {
 async fn process_metrics_are_present() {
     let proxy = TestProxy::start(None).await;
     let s = scrape(proxy.admin).await;
-    for name in ["process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total", "process_max_fds", "process_start_time_seconds"] {
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
         assert!(s.iter().any(|(n, _, _)| n == name), "{name} missing");
     }
     assert!(value(&s, "process_resident_memory_bytes", &[]) > 0.0);
@@ -194,12 +255,19 @@ async fn a_real_scrape_passes_promtool() {
     }
     let echo = tungstenite_echo().await;
     let (proxy, addr) = TestProxy::with_proxy(&echo.to_string(), None).await;
-    proxy.toxic("p", json!({"type": "latency", "attributes": {"latency": 1}})).await;
+    proxy
+        .toxic(
+            "p",
+            json!({"type": "latency", "attributes": {"latency": 1}}),
+        )
+        .await;
     // Traffic first, so that every family has samples (closes, delays...).
     let mut client = RawWs::connect(addr, "/", &[]).await;
     client.send(true, 0, Opcode::Text, b"hello").await;
     client.recv().await;
-    client.send_frame(&Frame::close(1000, "", Some([1, 2, 3, 4]))).await;
+    client
+        .send_frame(&Frame::close(1000, "", Some([1, 2, 3, 4])))
+        .await;
     let _ = client.close_code_within(SOON).await;
     let (_, text) = http(proxy.admin, "GET", "/metrics", None).await;
     for family in [
@@ -213,7 +281,10 @@ async fn a_real_scrape_passes_promtool() {
         "wsfault_closes_total",
         "wsfault_relay_delay_seconds",
     ] {
-        assert!(text.contains(&format!("# TYPE {family} ")), "{family} not exposed:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} not exposed:\n{text}"
+        );
     }
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -228,10 +299,19 @@ async fn a_real_scrape_passes_promtool() {
         stdin.write_all(text.as_bytes()).expect("feed promtool");
     }
     let out = child.wait_with_output().expect("promtool");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}\n---\n{text}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}\n---\n{text}"
+    );
     for bucket in wsfault::metrics::RELAY_DELAY_BUCKETS {
-        let series = format!("wsfault_relay_delay_seconds_bucket{{proxy=\"p\",stream=\"upstream\",le=\"{bucket}\"}}");
+        let series = format!(
+            "wsfault_relay_delay_seconds_bucket{{proxy=\"p\",stream=\"upstream\",le=\"{bucket}\"}}"
+        );
         assert!(text.contains(&series), "{series} missing:\n{text}");
     }
 }
@@ -247,7 +327,14 @@ impl Drop for Child {
 }
 
 async fn prometheus_query(prom: SocketAddr, query: &str) -> serde_json::Value {
-    let path = format!("/api/v1/query?query={}", query.replace('{', "%7B").replace('}', "%7D").replace('"', "%22").replace('=', "%3D"));
+    let path = format!(
+        "/api/v1/query?query={}",
+        query
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22")
+            .replace('=', "%3D")
+    );
     let (status, body) = http(prom, "GET", &path, None).await;
     if status != 200 {
         return serde_json::Value::Null;
@@ -257,7 +344,11 @@ async fn prometheus_query(prom: SocketAddr, query: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_admin_listener() {
-    if Command::new("prometheus").arg("--version").output().is_err() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("note: skipped: prometheus is not installed");
         return;
     }
@@ -277,14 +368,20 @@ async fn a_real_prometheus_scrapes_the_admin_listener() {
         ),
     )
     .expect("write config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
     let prom: SocketAddr = ([127, 0, 0, 1], port).into();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
     let _server = Child(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--web.listen-address={prom}"))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -303,7 +400,10 @@ async fn a_real_prometheus_scrapes_the_admin_listener() {
         let target_up = up["data"]["result"][0]["value"][1] == "1";
         let seen = messages["data"]["result"][0]["value"][1] == "1";
         if target_up && seen {
-            assert_eq!(up["data"]["result"][0]["metric"]["instance"], proxy.admin.to_string());
+            assert_eq!(
+                up["data"]["result"][0]["metric"]["instance"],
+                proxy.admin.to_string()
+            );
             assert_eq!(messages["data"]["result"][0]["metric"]["proxy"], "p");
             return;
         }

@@ -39,7 +39,12 @@ pub struct AdminOptions {
 type Body = Full<Bytes>;
 
 /// Serves the admin API on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, server: Arc<Server>, options: AdminOptions, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<Server>,
+    options: AdminOptions,
+    mut stop: watch::Receiver<bool>,
+) {
     let options = Arc::new(options);
     loop {
         let accepted = tokio::select! {
@@ -75,9 +80,10 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> 
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -105,7 +111,11 @@ fn cross_site(req: &Request<Incoming>) -> bool {
         return false;
     };
     let origin = origin.to_str().unwrap_or("null");
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let origin_host = origin.split("://").nth(1).unwrap_or("");
     origin == "null" || origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }
@@ -125,23 +135,33 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     let limited = Limited::new(body, MAX_BODY_BYTES);
     match tokio::time::timeout(CLIENT_TIMEOUT, limited.collect()).await {
-        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )),
         Ok(Err(err)) => {
-            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("request body over {MAX_BODY_BYTES} bytes"),
                 ))
             } else {
-                Err(error(StatusCode::BAD_REQUEST, format!("cannot read body: {err}")))
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read body: {err}"),
+                ))
             }
         }
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response<Body>> {
-    serde_json::from_slice(bytes).map_err(|err| error(StatusCode::BAD_REQUEST, format!("bad request body: {err}")))
+/// Parses a JSON body; the error is the message of a 400.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|err| format!("bad request body: {err}"))
 }
 
 /// The JSON type a known field must have.
@@ -183,15 +203,31 @@ const TOXIC_FIELDS: &[(&str, Want)] = &[
 /// Checks a JSON body against `fields` so that errors name the field, the
 /// bad value and the valid choices (serde's messages name neither).
 /// Null values count as absent (Toxiproxy's Go clients send `"toxics": null`).
-fn check_fields(value: Value, what: &str, fields: &[(&str, Want)], required: &[&str]) -> Result<serde_json::Map<String, Value>, String> {
+fn check_fields(
+    value: Value,
+    what: &str,
+    fields: &[(&str, Want)],
+    required: &[&str],
+) -> Result<serde_json::Map<String, Value>, String> {
     let Value::Object(mut obj) = value else {
-        return Err(format!("bad request body: a {what} must be a JSON object, got {value}"));
+        return Err(format!(
+            "bad request body: a {what} must be a JSON object, got {value}"
+        ));
     };
     obj.retain(|_, v| !v.is_null());
-    let names = || fields.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let names = || {
+        fields
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for (key, value) in &obj {
         let Some((_, want)) = fields.iter().find(|(n, _)| n == key) else {
-            return Err(format!("unknown field {key:?} in {what}: valid fields are {}", names()));
+            return Err(format!(
+                "unknown field {key:?} in {what}: valid fields are {}",
+                names()
+            ));
         };
         let ok = match want {
             Want::Str => value.is_string(),
@@ -217,7 +253,10 @@ fn check_fields(value: Value, what: &str, fields: &[(&str, Want)], required: &[&
     }
     for field in required {
         if !obj.contains_key(*field) {
-            return Err(format!("missing required field: {field} (a {what} needs {})", required.join(", ")));
+            return Err(format!(
+                "missing required field: {field} (a {what} needs {})",
+                required.join(", ")
+            ));
         }
     }
     Ok(obj)
@@ -232,7 +271,8 @@ fn toxic_json(value: Value, required: &[&str]) -> Result<Value, String> {
 /// defaults to `127.0.0.1:0` (Toxiproxy accepts a missing listen too).
 fn proxy_spec(value: Value) -> Result<ProxySpec, String> {
     let mut obj = check_fields(value, "proxy", PROXY_FIELDS, &["name", "upstream"])?;
-    obj.entry("listen").or_insert_with(|| Value::from("127.0.0.1:0"));
+    obj.entry("listen")
+        .or_insert_with(|| Value::from("127.0.0.1:0"));
     if let Some(Value::Array(toxics)) = obj.remove("toxics") {
         let mut checked = Vec::with_capacity(toxics.len());
         for toxic in toxics {
@@ -247,7 +287,11 @@ fn bad_request(message: String) -> Response<Body> {
     error(StatusCode::BAD_REQUEST, message)
 }
 
-async fn handle(req: Request<Incoming>, server: &Arc<Server>, options: &AdminOptions) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    server: &Arc<Server>,
+    options: &AdminOptions,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if cross_site(&req) {
@@ -277,20 +321,36 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>, options: &AdminOpt
         Ok(b) => b,
         Err(response) => return response,
     };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     route(&method, &segments, &query, &body, server).await
 }
 
-async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], server: &Arc<Server>) -> Response<Body> {
+async fn route(
+    method: &Method,
+    segments: &[&str],
+    query: &str,
+    body: &[u8],
+    server: &Arc<Server>,
+) -> Response<Body> {
     match (method, segments) {
         (&Method::GET, ["healthz"]) => {
             if server.all_bound() {
                 json_response(StatusCode::OK, &json!({"status": "ok"}))
             } else {
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting"}))
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "starting"}),
+                )
             }
         }
-        (&Method::GET, ["version"]) => json_response(StatusCode::OK, &json!({"version": env!("CARGO_PKG_VERSION")})),
+        (&Method::GET, ["version"]) => json_response(
+            StatusCode::OK,
+            &json!({"version": env!("CARGO_PKG_VERSION")}),
+        ),
         (&Method::GET, ["metrics"]) => {
             let mut response = Response::new(Full::new(Bytes::from(server.metrics.render())));
             response.headers_mut().insert(
@@ -307,14 +367,19 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
             let map: serde_json::Map<String, Value> = server
                 .list()
                 .into_iter()
-                .map(|p| (p.name.clone(), serde_json::to_value(p).unwrap_or(Value::Null)))
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        serde_json::to_value(p).unwrap_or(Value::Null),
+                    )
+                })
                 .collect();
             json_response(StatusCode::OK, &map)
         }
         (&Method::POST, ["proxies"]) => {
-            let spec = match parse_json(body).and_then(|v| proxy_spec(v).map_err(bad_request)) {
+            let spec = match parse_json(body).and_then(proxy_spec) {
                 Ok(s) => s,
-                Err(r) => return r,
+                Err(e) => return bad_request(e),
             };
             match server.create(spec).await {
                 Ok(view) => json_response(StatusCode::CREATED, &view),
@@ -328,7 +393,7 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
                     o.remove("proxies").unwrap_or(Value::Null)
                 }
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return bad_request(e),
             };
             let Value::Array(items) = list else {
                 return bad_request(format!(
@@ -352,12 +417,11 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
             Err(e) => registry_error(e),
         },
         (&Method::POST | &Method::PATCH, ["proxies", p]) => {
-            let patch = match parse_json(body)
-                .and_then(|v| check_fields(v, "proxy", PROXY_FIELDS, &[]).map_err(bad_request))
-            {
-                Ok(v) => Value::Object(v),
-                Err(r) => return r,
-            };
+            let patch =
+                match parse_json(body).and_then(|v| check_fields(v, "proxy", PROXY_FIELDS, &[])) {
+                    Ok(v) => Value::Object(v),
+                    Err(e) => return bad_request(e),
+                };
             match server.update(p, &patch).await {
                 Ok(view) => json_response(StatusCode::OK, &view),
                 Err(e) => registry_error(e),
@@ -372,13 +436,14 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
             Err(e) => registry_error(e),
         },
         (&Method::POST, ["proxies", p, "toxics"]) => {
-            let spec = match parse_json(body).and_then(|v| {
-                toxic_json(v, &["type"])
-                    .and_then(|v| serde_json::from_value::<ToxicSpec>(v).map_err(|e| format!("bad request body: {e}")))
-                    .map_err(bad_request)
-            }) {
+            let spec = match parse_json(body)
+                .and_then(|v| toxic_json(v, &["type"]))
+                .and_then(|v| {
+                    serde_json::from_value::<ToxicSpec>(v)
+                        .map_err(|e| format!("bad request body: {e}"))
+                }) {
                 Ok(s) => s,
-                Err(r) => return r,
+                Err(e) => return bad_request(e),
             };
             match server.add_toxic(p, spec) {
                 Ok(t) => json_response(StatusCode::OK, &t),
@@ -390,9 +455,9 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
             Err(e) => registry_error(e),
         },
         (&Method::POST | &Method::PATCH, ["proxies", p, "toxics", t]) => {
-            let patch = match parse_json(body).and_then(|v| toxic_json(v, &[]).map_err(bad_request)) {
+            let patch = match parse_json(body).and_then(|v| toxic_json(v, &[])) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return bad_request(e),
             };
             match server.update_toxic(p, t, &patch) {
                 Ok(t) => json_response(StatusCode::OK, &t),
@@ -409,7 +474,10 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
         },
         (&Method::DELETE, ["proxies", p, "connections", id]) => {
             let Ok(id) = id.parse::<u64>() else {
-                return error(StatusCode::BAD_REQUEST, format!("connection id {id:?} is not a number"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("connection id {id:?} is not a number"),
+                );
             };
             let mode = query
                 .split('&')
@@ -420,9 +488,10 @@ async fn route(method: &Method, segments: &[&str], query: &str, body: &[u8], ser
                 Err(e) => registry_error(e),
             }
         }
-        (_, ["healthz" | "version" | "metrics" | "reset" | "proxies" | "populate", ..]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))
-        }
+        (_, ["healthz" | "version" | "metrics" | "reset" | "proxies" | "populate", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here"),
+        ),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }

@@ -325,7 +325,10 @@ impl Server {
         let _guard = self.admin_lock.lock().await;
         spec.validate().map_err(RegistryError::BadRequest)?;
         if self.proxy(&spec.name).is_some() {
-            return Err(RegistryError::Conflict(format!("proxy already exists: {}", spec.name)));
+            return Err(RegistryError::Conflict(format!(
+                "proxy already exists: {}",
+                spec.name
+            )));
         }
         let toxics = self.validate_toxics(&spec.toxics)?;
         spec.toxics = toxics.iter().map(|t| t.spec.clone()).collect();
@@ -356,11 +359,17 @@ impl Server {
         Ok(view(&proxy))
     }
 
-    async fn start_listener(self: &Arc<Self>, proxy: &Arc<ProxyShared>) -> Result<(), RegistryError> {
+    async fn start_listener(
+        self: &Arc<Self>,
+        proxy: &Arc<ProxyShared>,
+    ) -> Result<(), RegistryError> {
         let listen = proxy.settings.load().spec.listen.clone();
-        let running = listener::start(&listen, proxy.clone())
-            .await
-            .map_err(|e| RegistryError::Internal(format!("proxy {}: cannot listen on {listen}: {e}", proxy.name)))?;
+        let running = listener::start(&listen, proxy.clone()).await.map_err(|e| {
+            RegistryError::Internal(format!(
+                "proxy {}: cannot listen on {listen}: {e}",
+                proxy.name
+            ))
+        })?;
         let addr = running.addr;
         if let Ok(mut slot) = proxy.listener.lock() {
             *slot = Some(running);
@@ -388,7 +397,10 @@ impl Server {
     }
 
     /// Creates or updates every proxy of the list (idempotent).
-    pub async fn populate(self: &Arc<Self>, specs: Vec<ProxySpec>) -> Result<Vec<ProxyView>, RegistryError> {
+    pub async fn populate(
+        self: &Arc<Self>,
+        specs: Vec<ProxySpec>,
+    ) -> Result<Vec<ProxyView>, RegistryError> {
         for spec in &specs {
             spec.validate().map_err(RegistryError::BadRequest)?;
             self.validate_toxics(&spec.toxics)?;
@@ -400,7 +412,8 @@ impl Server {
                 Some(existing) => {
                     let current = existing.settings.load().spec.clone();
                     let same_place = current.upstream == spec.upstream
-                        && (current.listen == spec.listen || listen_matches(&spec.listen, existing.bound_addr()));
+                        && (current.listen == spec.listen
+                            || listen_matches(&spec.listen, existing.bound_addr()));
                     if !same_place {
                         self.delete(&spec.name).await?;
                         out.push(self.create(spec).await?);
@@ -454,7 +467,11 @@ impl Server {
     }
 
     /// Updates `listen`, `upstream`, `enabled` (and our extra fields) from a JSON patch.
-    pub async fn update(self: &Arc<Self>, name: &str, patch: &serde_json::Value) -> Result<ProxyView, RegistryError> {
+    pub async fn update(
+        self: &Arc<Self>,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<ProxyView, RegistryError> {
         let _guard = self.admin_lock.lock().await;
         let proxy = self.get_proxy(name)?;
         let obj = patch
@@ -484,8 +501,8 @@ impl Server {
                 }
             }
         }
-        let mut new_spec: ProxySpec =
-            serde_json::from_value(spec_json).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        let mut new_spec: ProxySpec = serde_json::from_value(spec_json)
+            .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         new_spec.validate().map_err(RegistryError::BadRequest)?;
         let bound = proxy.bound_addr();
         let rebind = new_spec.listen != old.listen && !listen_matches(&new_spec.listen, bound);
@@ -493,7 +510,8 @@ impl Server {
             // `127.0.0.1:0` matches the port already bound: keep reporting the real address.
             new_spec.listen = bound.to_string();
         }
-        settings.upstream = UpstreamTarget::parse(&new_spec.upstream).map_err(RegistryError::BadRequest)?;
+        settings.upstream =
+            UpstreamTarget::parse(&new_spec.upstream).map_err(RegistryError::BadRequest)?;
         settings.max_frame_bytes = new_spec.max_frame_bytes;
         settings.max_message_bytes = new_spec.max_message_bytes;
         settings.spec = new_spec.clone();
@@ -545,8 +563,15 @@ impl Server {
             .validate(self.toxic_version.fetch_add(1, Ordering::Relaxed))
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         let mut settings = (**proxy.settings.load()).clone();
-        if settings.toxics.iter().any(|t| t.spec.name == entry.spec.name) {
-            return Err(RegistryError::Conflict(format!("toxic already exists: {}", entry.spec.name)));
+        if settings
+            .toxics
+            .iter()
+            .any(|t| t.spec.name == entry.spec.name)
+        {
+            return Err(RegistryError::Conflict(format!(
+                "toxic already exists: {}",
+                entry.spec.name
+            )));
         }
         let out = entry.spec.clone();
         settings.toxics.push(Arc::new(entry));
@@ -556,7 +581,12 @@ impl Server {
     }
 
     /// Updates a toxic from a JSON patch (`attributes` are merged, as in Toxiproxy).
-    pub fn update_toxic(&self, proxy: &str, toxic: &str, patch: &serde_json::Value) -> Result<ToxicSpec, RegistryError> {
+    pub fn update_toxic(
+        &self,
+        proxy: &str,
+        toxic: &str,
+        patch: &serde_json::Value,
+    ) -> Result<ToxicSpec, RegistryError> {
         let proxy = self.get_proxy(proxy)?;
         let mut settings = (**proxy.settings.load()).clone();
         let index = settings
@@ -573,7 +603,9 @@ impl Server {
             match key.as_str() {
                 "attributes" => {
                     let attrs = value.as_object().ok_or_else(|| {
-                        RegistryError::BadRequest(format!("attributes {value} must be a JSON object"))
+                        RegistryError::BadRequest(format!(
+                            "attributes {value} must be a JSON object"
+                        ))
                     })?;
                     for (k, v) in attrs {
                         json["attributes"][k] = v.clone();
@@ -588,7 +620,8 @@ impl Server {
                 _ => json[key] = value.clone(),
             }
         }
-        let spec: ToxicSpec = serde_json::from_value(json).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        let spec: ToxicSpec =
+            serde_json::from_value(json).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         let entry = spec
             .validate(self.toxic_version.fetch_add(1, Ordering::Relaxed))
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
@@ -702,8 +735,9 @@ impl Server {
         self.proxies
             .read()
             .map(|p| {
-                p.values()
-                    .all(|proxy| !proxy.settings.load().spec.enabled || proxy.bound_addr().is_some())
+                p.values().all(|proxy| {
+                    !proxy.settings.load().spec.enabled || proxy.bound_addr().is_some()
+                })
             })
             .unwrap_or(false)
     }
@@ -868,8 +902,16 @@ mod tests {
         let t = UpstreamTarget::parse("ws://backend:9000/prefix/").expect("valid");
         assert_eq!(t.authority, "backend:9000");
         assert_eq!(t.join("/chat?x=1"), "/prefix/chat?x=1");
-        assert_eq!(UpstreamTarget::parse("ws://h:1/prefix").expect("valid").join("/chat?x=1"), "/prefix/chat?x=1");
-        assert_eq!(UpstreamTarget::parse("h:1").expect("valid").join("/a?b"), "/a?b");
+        assert_eq!(
+            UpstreamTarget::parse("ws://h:1/prefix")
+                .expect("valid")
+                .join("/chat?x=1"),
+            "/prefix/chat?x=1"
+        );
+        assert_eq!(
+            UpstreamTarget::parse("h:1").expect("valid").join("/a?b"),
+            "/a?b"
+        );
         assert!(UpstreamTarget::parse("http://h:1").is_err());
         assert!(UpstreamTarget::parse("nope").is_err());
     }
