@@ -60,9 +60,13 @@ fn nginx_pids(prefix: &std::path::Path) -> Vec<u32> {
     let mut pids = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmd.contains("nginx") && (cmd.contains(&*prefix.to_string_lossy()) || cmd.contains("worker process")) {
+            if cmd.contains("nginx")
+                && (cmd.contains(&*prefix.to_string_lossy()) || cmd.contains("worker process"))
+            {
                 pids.push(pid);
             }
         }
@@ -83,7 +87,13 @@ async fn closed_loop(target: SocketAddr, conns: usize, size: usize, secs: f64) -
     run_load(target, conns, size, secs, None).await
 }
 
-async fn run_load(target: SocketAddr, conns: usize, size: usize, secs: f64, rate_per_conn: Option<f64>) -> Figures {
+async fn run_load(
+    target: SocketAddr,
+    conns: usize,
+    size: usize,
+    secs: f64,
+    rate_per_conn: Option<f64>,
+) -> Figures {
     let errors = Arc::new(AtomicU64::new(0));
     let mut sockets = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -106,7 +116,8 @@ async fn run_load(target: SocketAddr, conns: usize, size: usize, secs: f64, rate
             tokio::time::sleep_until(start.into()).await;
             let interval = rate_per_conn.map(|r| Duration::from_secs_f64(1.0 / r));
             // Spread fixed-rate senders over the interval.
-            let mut next = start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((i % 97) as f64 / 97.0));
+            let mut next =
+                start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((i % 97) as f64 / 97.0));
             while Instant::now() < end {
                 if let Some(iv) = interval {
                     tokio::time::sleep_until(next.into()).await;
@@ -183,7 +194,9 @@ async fn idle_rss(target: SocketAddr, pids: &[u32], n: usize) -> (f64, usize) {
     for chunk in 0..n.div_ceil(500) {
         let mut batch = Vec::new();
         for _ in 0..500.min(n - chunk * 500) {
-            batch.push(tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{target}/idle"))));
+            batch.push(tokio::spawn(tokio_tungstenite::connect_async(format!(
+                "ws://{target}/idle"
+            ))));
         }
         for b in batch {
             match b.await {
@@ -255,7 +268,12 @@ async fn main() {
     let conf_path = nginx_dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("nginx conf");
     let nginx = Command::new("nginx")
-        .args(["-p", &nginx_dir.path().to_string_lossy(), "-c", &conf_path.to_string_lossy()])
+        .args([
+            "-p",
+            &nginx_dir.path().to_string_lossy(),
+            "-c",
+            &conf_path.to_string_lossy(),
+        ])
         .stderr(quiet())
         .spawn()
         .ok()
@@ -268,7 +286,11 @@ async fn main() {
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     println!("# wsfault benchmark\n");
     println!("Machine: {} cores, {cpu}; loopback; {} s per cell; driver: tokio-tungstenite closed loop in one process.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), secs);
@@ -276,7 +298,11 @@ async fn main() {
     println!("| conns | size | direct msg/s | wsfault msg/s | nginx msg/s | wsfault/direct | wsfault/nginx | p50 direct/wsfault/nginx (µs) | p99 direct/wsfault/nginx (µs) | errors |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let sizes = [64usize, 16 * 1024];
-    let conn_counts = if quick { vec![1usize, 100] } else { vec![1usize, 100, 1000] };
+    let conn_counts = if quick {
+        vec![1usize, 100]
+    } else {
+        vec![1usize, 100, 1000]
+    };
     for &conns in &conn_counts {
         for &size in &sizes {
             let d = closed_loop(echo_addr, conns, size, secs).await;
@@ -309,10 +335,22 @@ async fn main() {
     let w = run_load(proxy_addr, 100, 64, secs, Some(10.0)).await;
     println!("| path | p50 µs | p99 µs | added p50 µs | added p99 µs |\n|---|---|---|---|---|");
     println!("| direct | {:.0} | {:.0} | - | - |", d.p50_us, d.p99_us);
-    println!("| wsfault | {:.0} | {:.0} | {:.0} | {:.0} |", w.p50_us, w.p99_us, w.p50_us - d.p50_us, w.p99_us - d.p99_us);
+    println!(
+        "| wsfault | {:.0} | {:.0} | {:.0} | {:.0} |",
+        w.p50_us,
+        w.p99_us,
+        w.p50_us - d.p50_us,
+        w.p99_us - d.p99_us
+    );
     if nginx.is_some() {
         let n = run_load(nginx_addr, 100, 64, secs, Some(10.0)).await;
-        println!("| nginx | {:.0} | {:.0} | {:.0} | {:.0} |", n.p50_us, n.p99_us, n.p50_us - d.p50_us, n.p99_us - d.p99_us);
+        println!(
+            "| nginx | {:.0} | {:.0} | {:.0} | {:.0} |",
+            n.p50_us,
+            n.p99_us,
+            n.p50_us - d.p50_us,
+            n.p99_us - d.p99_us
+        );
     }
 
     println!("\n## Toxics\n");
@@ -328,7 +366,12 @@ async fn main() {
     // 100 ms latency at 1000 connections × 10 msg/s.
     let lat_conns = if quick { 200 } else { 1000 };
     let direct = run_load(echo_addr, lat_conns, 64, secs, Some(10.0)).await;
-    admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":100}}"#).await;
+    admin_post(
+        admin_addr,
+        "/proxies/default/toxics",
+        r#"{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":100}}"#,
+    )
+    .await;
     let lat = run_load(proxy_addr, lat_conns, 64, secs, Some(10.0)).await;
     admin_delete(admin_addr, "/proxies/default/toxics/lat").await;
     println!(
@@ -353,7 +396,11 @@ async fn main() {
 
     println!("\n## Memory per idle connection\n");
     println!("| connections | wsfault RSS/conn | nginx RSS/conn | failed |\n|---|---|---|---|");
-    let counts = if quick { vec![1000usize] } else { vec![5000usize, 9000] };
+    let counts = if quick {
+        vec![1000usize]
+    } else {
+        vec![5000usize, 9000]
+    };
     for n in counts {
         let (w, wf) = idle_rss(proxy_addr, &[proxy.0.id()], n).await;
         let (ng, nf) = if nginx.is_some() {
@@ -361,7 +408,12 @@ async fn main() {
         } else {
             (f64::NAN, 0)
         };
-        println!("| {n} | {:.1} KiB | {:.1} KiB | {} |", w / 1024.0, ng / 1024.0, wf + nf);
+        println!(
+            "| {n} | {:.1} KiB | {:.1} KiB | {} |",
+            w / 1024.0,
+            ng / 1024.0,
+            wf + nf
+        );
     }
     drop(nginx);
     drop(proxy);
@@ -375,7 +427,9 @@ async fn loss_run(target: SocketAddr, conns: usize, total: u64) -> u64 {
     let mut tasks = Vec::new();
     for c in 0..conns {
         tasks.push(tokio::spawn(async move {
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{target}/loss")).await else {
+            let Ok((mut ws, _)) =
+                tokio_tungstenite::connect_async(format!("ws://{target}/loss")).await
+            else {
                 return per;
             };
             // Pipeline: send all, then read echoes until a quiet period.
@@ -385,12 +439,16 @@ async fn loss_run(target: SocketAddr, conns: usize, total: u64) -> u64 {
                     break;
                 }
                 if i % 64 == 63 {
-                    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_millis(0), ws.next()).await {
+                    while let Ok(Some(Ok(_))) =
+                        tokio::time::timeout(Duration::from_millis(0), ws.next()).await
+                    {
                         received += 1;
                     }
                 }
             }
-            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout(Duration::from_millis(1500), ws.next()).await
+            {
                 if m.is_text() {
                     received += 1;
                 }

@@ -431,7 +431,13 @@ pub fn fuzz_decode(data: &[u8]) {
                     let header = frame.header;
                     assert_eq!(
                         reparsed,
-                        Some((header.fin, header.rsv, header.opcode, header.mask, header.payload_len))
+                        Some((
+                            header.fin,
+                            header.rsv,
+                            header.opcode,
+                            header.mask,
+                            header.payload_len
+                        ))
                     );
                     assert_eq!(&original[header.header_len..], &frame.payload[..]);
                 }

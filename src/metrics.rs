@@ -18,6 +18,19 @@ pub const RELAY_DELAY_BUCKETS: [f64; 13] = [
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The `reason` values of `wsfault_handshake_failures_total`; each proxy
+/// exposes all of them from the start (at 0), so that the family is always
+/// present and `increase()` sees the first failure.
+pub const HANDSHAKE_FAILURE_REASONS: [&str; 7] = [
+    "capacity",
+    "upstream_unreachable",
+    "upstream_timeout",
+    "upstream_error",
+    "upstream_refused",
+    "rejected_by_toxic",
+    "upgrade_failed",
+];
+
 /// Who ended a connection with a close frame (the `by` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseBy {
@@ -183,6 +196,9 @@ impl Metrics {
             bytes: self.bytes.with_label_values(&[proxy, stream.label()]),
             relay_delay: self.relay_delay.with_label_values(&[proxy, stream.label()]),
         };
+        for reason in HANDSHAKE_FAILURE_REASONS {
+            self.handshake_failures.with_label_values(&[proxy, reason]);
+        }
         ProxyMetrics {
             proxy: proxy.to_string(),
             connections_active: self.connections_active.with_label_values(&[proxy]),

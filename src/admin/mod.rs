@@ -125,7 +125,9 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or("");
     bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
@@ -157,9 +159,132 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response<Body>> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| error(StatusCode::BAD_REQUEST, format!("bad request body: {err}")))
+/// Parses a JSON body; the error is the message of a 400.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|err| format!("bad request body: {err}"))
+}
+
+/// The JSON type a known field must have.
+#[derive(Clone, Copy)]
+enum Want {
+    Str,
+    Bool,
+    Uint,
+    Num,
+    Obj,
+    Arr,
+    Choice(&'static [&'static str]),
+}
+
+/// Fields of a proxy body (Toxiproxy's first, then ours).
+const PROXY_FIELDS: &[(&str, Want)] = &[
+    ("name", Want::Str),
+    ("listen", Want::Str),
+    ("upstream", Want::Str),
+    ("enabled", Want::Bool),
+    ("toxics", Want::Arr),
+    ("extensions", Want::Choice(&["strip", "pass"])),
+    ("host", Want::Choice(&["keep", "upstream"])),
+    ("max_frame_bytes", Want::Uint),
+    ("max_message_bytes", Want::Uint),
+];
+
+/// Fields of a toxic body (Toxiproxy's first, then ours).
+const TOXIC_FIELDS: &[(&str, Want)] = &[
+    ("name", Want::Str),
+    ("type", Want::Str),
+    ("stream", Want::Choice(&["upstream", "downstream"])),
+    ("toxicity", Want::Num),
+    ("attributes", Want::Obj),
+    ("match", Want::Obj),
+    ("schedule", Want::Obj),
+];
+
+/// Checks a JSON body against `fields` so that errors name the field, the
+/// bad value and the valid choices (serde's messages name neither).
+/// Null values count as absent (Toxiproxy's Go clients send `"toxics": null`).
+fn check_fields(
+    value: Value,
+    what: &str,
+    fields: &[(&str, Want)],
+    required: &[&str],
+) -> Result<serde_json::Map<String, Value>, String> {
+    let Value::Object(mut obj) = value else {
+        return Err(format!(
+            "bad request body: a {what} must be a JSON object, got {value}"
+        ));
+    };
+    obj.retain(|_, v| !v.is_null());
+    let names = || {
+        fields
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (key, value) in &obj {
+        let Some((_, want)) = fields.iter().find(|(n, _)| n == key) else {
+            return Err(format!(
+                "unknown field {key:?} in {what}: valid fields are {}",
+                names()
+            ));
+        };
+        let ok = match want {
+            Want::Str => value.is_string(),
+            Want::Bool => value.is_boolean(),
+            Want::Uint => value.is_u64(),
+            Want::Num => value.is_number(),
+            Want::Obj => value.is_object(),
+            Want::Arr => value.is_array(),
+            Want::Choice(choices) => value.as_str().is_some_and(|s| choices.contains(&s)),
+        };
+        if !ok {
+            let expected = match want {
+                Want::Str => "expected a string".to_string(),
+                Want::Bool => "valid choices are true, false".to_string(),
+                Want::Uint => "expected a non-negative integer".to_string(),
+                Want::Num => "expected a number".to_string(),
+                Want::Obj => "expected a JSON object".to_string(),
+                Want::Arr => "expected a JSON array".to_string(),
+                Want::Choice(choices) => format!("valid choices are {}", choices.join(", ")),
+            };
+            return Err(format!("{what} field {key}={value} is invalid: {expected}"));
+        }
+    }
+    for field in required {
+        if !obj.contains_key(*field) {
+            return Err(format!(
+                "missing required field: {field} (a {what} needs {})",
+                required.join(", ")
+            ));
+        }
+    }
+    Ok(obj)
+}
+
+/// A toxic body (add or patch), checked field by field.
+fn toxic_json(value: Value, required: &[&str]) -> Result<Value, String> {
+    check_fields(value, "toxic", TOXIC_FIELDS, required).map(Value::Object)
+}
+
+/// A proxy body for create or populate: checked field by field; `listen`
+/// defaults to `127.0.0.1:0` (Toxiproxy accepts a missing listen too).
+fn proxy_spec(value: Value) -> Result<ProxySpec, String> {
+    let mut obj = check_fields(value, "proxy", PROXY_FIELDS, &["name", "upstream"])?;
+    obj.entry("listen")
+        .or_insert_with(|| Value::from("127.0.0.1:0"));
+    if let Some(Value::Array(toxics)) = obj.remove("toxics") {
+        let mut checked = Vec::with_capacity(toxics.len());
+        for toxic in toxics {
+            checked.push(toxic_json(toxic, &["type"])?);
+        }
+        obj.insert("toxics".into(), Value::Array(checked));
+    }
+    serde_json::from_value(Value::Object(obj)).map_err(|err| format!("bad request body: {err}"))
+}
+
+fn bad_request(message: String) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, message)
 }
 
 async fn handle(
@@ -252,9 +377,9 @@ async fn route(
             json_response(StatusCode::OK, &map)
         }
         (&Method::POST, ["proxies"]) => {
-            let spec: ProxySpec = match parse_json(body) {
+            let spec = match parse_json(body).and_then(proxy_spec) {
                 Ok(s) => s,
-                Err(r) => return r,
+                Err(e) => return bad_request(e),
             };
             match server.create(spec).await {
                 Ok(view) => json_response(StatusCode::CREATED, &view),
@@ -262,24 +387,26 @@ async fn route(
             }
         }
         (&Method::POST, ["populate"]) => {
-            let specs: Vec<ProxySpec> = match parse_json::<Value>(body) {
-                // Toxiproxy accepts a bare array; `{"proxies": [...]}` is accepted too.
-                Ok(Value::Object(mut o)) if o.contains_key("proxies") => {
-                    match serde_json::from_value(o.remove("proxies").unwrap_or(Value::Null)) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
-                        }
-                    }
+            let list = match parse_json::<Value>(body) {
+                // Toxiproxy takes a bare array; `{"proxies": [...]}` is accepted too.
+                Ok(Value::Object(mut o)) if o.len() == 1 && o.contains_key("proxies") => {
+                    o.remove("proxies").unwrap_or(Value::Null)
                 }
-                Ok(v) => match serde_json::from_value(v) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
-                    }
-                },
-                Err(r) => return r,
+                Ok(v) => v,
+                Err(e) => return bad_request(e),
             };
+            let Value::Array(items) = list else {
+                return bad_request(format!(
+                    "bad request body: populate takes a JSON array of proxies (or {{\"proxies\": [...]}}), got {list}"
+                ));
+            };
+            let mut specs = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                match proxy_spec(item) {
+                    Ok(spec) => specs.push(spec),
+                    Err(e) => return bad_request(format!("proxy {}: {e}", i + 1)),
+                }
+            }
             match server.populate(specs).await {
                 Ok(views) => json_response(StatusCode::CREATED, &json!({"proxies": views})),
                 Err(e) => registry_error(e),
@@ -290,10 +417,11 @@ async fn route(
             Err(e) => registry_error(e),
         },
         (&Method::POST | &Method::PATCH, ["proxies", p]) => {
-            let patch: Value = match parse_json(body) {
-                Ok(v) => v,
-                Err(r) => return r,
-            };
+            let patch =
+                match parse_json(body).and_then(|v| check_fields(v, "proxy", PROXY_FIELDS, &[])) {
+                    Ok(v) => Value::Object(v),
+                    Err(e) => return bad_request(e),
+                };
             match server.update(p, &patch).await {
                 Ok(view) => json_response(StatusCode::OK, &view),
                 Err(e) => registry_error(e),
@@ -308,9 +436,14 @@ async fn route(
             Err(e) => registry_error(e),
         },
         (&Method::POST, ["proxies", p, "toxics"]) => {
-            let spec: ToxicSpec = match parse_json(body) {
+            let spec = match parse_json(body)
+                .and_then(|v| toxic_json(v, &["type"]))
+                .and_then(|v| {
+                    serde_json::from_value::<ToxicSpec>(v)
+                        .map_err(|e| format!("bad request body: {e}"))
+                }) {
                 Ok(s) => s,
-                Err(r) => return r,
+                Err(e) => return bad_request(e),
             };
             match server.add_toxic(p, spec) {
                 Ok(t) => json_response(StatusCode::OK, &t),
@@ -322,9 +455,9 @@ async fn route(
             Err(e) => registry_error(e),
         },
         (&Method::POST | &Method::PATCH, ["proxies", p, "toxics", t]) => {
-            let patch: Value = match parse_json(body) {
+            let patch = match parse_json(body).and_then(|v| toxic_json(v, &[])) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return bad_request(e),
             };
             match server.update_toxic(p, t, &patch) {
                 Ok(t) => json_response(StatusCode::OK, &t),

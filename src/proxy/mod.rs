@@ -411,16 +411,42 @@ impl Server {
                 None => out.push(self.create(spec).await?),
                 Some(existing) => {
                     let current = existing.settings.load().spec.clone();
-                    let same = current.upstream == spec.upstream
-                        && current.enabled == spec.enabled
+                    let same_place = current.upstream == spec.upstream
                         && (current.listen == spec.listen
                             || listen_matches(&spec.listen, existing.bound_addr()));
-                    if !same {
+                    if !same_place {
                         self.delete(&spec.name).await?;
                         out.push(self.create(spec).await?);
-                    } else {
-                        out.push(view(&existing));
+                        continue;
                     }
+                    // Same listen and upstream: keep the listener and its
+                    // connections (no rebinding), apply the other fields.
+                    if current.enabled != spec.enabled
+                        || current.extensions != spec.extensions
+                        || current.host != spec.host
+                        || current.max_frame_bytes != spec.max_frame_bytes
+                        || current.max_message_bytes != spec.max_message_bytes
+                    {
+                        let patch = serde_json::json!({
+                            "enabled": spec.enabled,
+                            "extensions": spec.extensions,
+                            "host": spec.host,
+                            "max_frame_bytes": spec.max_frame_bytes,
+                            "max_message_bytes": spec.max_message_bytes,
+                        });
+                        self.update(&spec.name, &patch).await?;
+                    }
+                    // Toxics given in the body replace the proxy's list (an
+                    // absent or empty list keeps it, as in Toxiproxy).
+                    let toxics = self.validate_toxics(&spec.toxics)?;
+                    let wanted: Vec<ToxicSpec> = toxics.iter().map(|t| t.spec.clone()).collect();
+                    if !toxics.is_empty() && existing.settings.load().spec.toxics != wanted {
+                        let mut settings = (**existing.settings.load()).clone();
+                        settings.spec.toxics = wanted;
+                        settings.toxics = toxics;
+                        existing.store(settings);
+                    }
+                    out.push(view(&existing));
                 }
             }
         }
@@ -475,17 +501,21 @@ impl Server {
                 }
             }
         }
-        let new_spec: ProxySpec = serde_json::from_value(spec_json)
+        let mut new_spec: ProxySpec = serde_json::from_value(spec_json)
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         new_spec.validate().map_err(RegistryError::BadRequest)?;
+        let bound = proxy.bound_addr();
+        let rebind = new_spec.listen != old.listen && !listen_matches(&new_spec.listen, bound);
+        if let (false, Some(bound)) = (rebind, bound) {
+            // `127.0.0.1:0` matches the port already bound: keep reporting the real address.
+            new_spec.listen = bound.to_string();
+        }
         settings.upstream =
             UpstreamTarget::parse(&new_spec.upstream).map_err(RegistryError::BadRequest)?;
         settings.max_frame_bytes = new_spec.max_frame_bytes;
         settings.max_message_bytes = new_spec.max_message_bytes;
         settings.spec = new_spec.clone();
         proxy.store(settings);
-        let rebind =
-            new_spec.listen != old.listen && !listen_matches(&new_spec.listen, proxy.bound_addr());
         if !new_spec.enabled && old.enabled {
             Self::disable(&proxy).await;
         } else if new_spec.enabled && (!old.enabled || rebind) {
@@ -504,6 +534,7 @@ impl Server {
 
     /// Deletes a proxy: its listener stops and its connections end.
     pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let _guard = self.admin_lock.lock().await;
         let proxy = self.get_proxy(name)?;
         Self::disable(&proxy).await;
         if let Ok(mut proxies) = self.proxies.write() {
@@ -617,11 +648,13 @@ impl Server {
 
     /// Enables every proxy and removes every toxic.
     pub async fn reset(self: &Arc<Self>) -> Result<(), RegistryError> {
+        let _guard = self.admin_lock.lock().await;
         let proxies: Vec<Arc<ProxyShared>> = self
             .proxies
             .read()
             .map(|p| p.values().cloned().collect())
             .unwrap_or_default();
+        let mut first_error = None;
         for proxy in proxies {
             let mut settings = (**proxy.settings.load()).clone();
             settings.toxics.clear();
@@ -629,12 +662,18 @@ impl Server {
             let was_enabled = settings.spec.enabled;
             settings.spec.enabled = true;
             proxy.store(settings);
-            if !was_enabled {
-                let _guard = self.admin_lock.lock().await;
-                self.start_listener(&proxy).await?;
+            if !was_enabled || proxy.bound_addr().is_none() {
+                // Keep going: one address in use must not leave the other
+                // proxies disabled or toxic.
+                if let Err(err) = self.start_listener(&proxy).await {
+                    let mut settings = (**proxy.settings.load()).clone();
+                    settings.spec.enabled = false;
+                    proxy.store(settings);
+                    first_error.get_or_insert(err);
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Live connections of a proxy.
@@ -664,6 +703,11 @@ impl Server {
 
     /// Ends one connection: `close` (1001 both ways) or `reset` (RST).
     pub fn end_connection(&self, proxy: &str, id: u64, mode: &str) -> Result<(), RegistryError> {
+        if mode != "close" && mode != "reset" {
+            return Err(RegistryError::BadRequest(format!(
+                "invalid mode {mode:?}: valid choices are close, reset"
+            )));
+        }
         let proxy = self.get_proxy(proxy)?;
         let conn = proxy
             .connections()
