@@ -16,11 +16,22 @@ fn run(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn every_command_has_help_and_version() {
-    for cmd in [&[][..], &["proxy"], &["echo"], &["load"], &["ctl"], &["demo"]] {
+    for cmd in [
+        &[][..],
+        &["proxy"],
+        &["echo"],
+        &["load"],
+        &["ctl"],
+        &["demo"],
+    ] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let out = run(&args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut args = cmd.to_vec();
         args.push("--version");
         let out = run(&args);
@@ -37,8 +48,19 @@ fn bad_flags_exit_2_and_name_the_flag() {
     let out = run(&["--log-format", "xml", "proxy"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("xml") && err.contains("text") && err.contains("json"), "{err}");
-    let out = run(&["proxy", "--listen", "127.0.0.1:0", "--upstream", "http://x:1", "--admin", "127.0.0.1:0"]);
+    assert!(
+        err.contains("xml") && err.contains("text") && err.contains("json"),
+        "{err}"
+    );
+    let out = run(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://x:1",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ws://host:port"));
     let out = run(&["proxy", "--admin", "nonsense"]);
@@ -60,7 +82,13 @@ fn bad_config_files_exit_2_with_file_line_col() {
     for (name, text, at, needle) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write");
-        let out = run(&["proxy", "--config", path.to_str().expect("utf8"), "--admin", "127.0.0.1:0"]);
+        let out = run(&[
+            "proxy",
+            "--config",
+            path.to_str().expect("utf8"),
+            "--admin",
+            "127.0.0.1:0",
+        ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(err.contains(&format!("{name}{at}")), "{name}: {err}");
@@ -100,31 +128,49 @@ async fn port_zero_is_reported_and_sigterm_closes_with_1001() {
         .expect("spawn proxy");
     let mut child = Child(child);
     eventually("healthz", || async move {
-        tokio::net::TcpStream::connect(admin).await.is_ok() && http(admin, "GET", "/healthz", None).await.0 == 200
+        tokio::net::TcpStream::connect(admin).await.is_ok()
+            && http(admin, "GET", "/healthz", None).await.0 == 200
     })
     .await;
     let (_, body) = http(admin, "GET", "/proxies/default", None).await;
     let view: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let listen: SocketAddr = view["listen"].as_str().expect("listen").parse().expect("addr");
+    let listen: SocketAddr = view["listen"]
+        .as_str()
+        .expect("listen")
+        .parse()
+        .expect("addr");
     assert_ne!(listen.port(), 0);
 
     let (mut client, mut server) = raw_pair(listen, &upstream).await;
-    client.send(true, 0, wsfault::frame::Opcode::Text, b"hi").await;
+    client
+        .send(true, 0, wsfault::frame::Opcode::Text, b"hi")
+        .await;
     assert_eq!(&server.recv().await.plain_payload()[..], b"hi");
 
     let started = Instant::now();
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
     assert_eq!(client.close_code_within(SOON).await, Some(1001));
     assert_eq!(server.close_code_within(SOON).await, Some(1001));
     // Both sides answer; the proxy exits 0 within 5 s.
-    client.send_frame(&wsfault::frame::Frame::close(1001, "", Some([1, 2, 3, 4]))).await;
-    server.send_frame(&wsfault::frame::Frame::close(1001, "", None)).await;
+    client
+        .send_frame(&wsfault::frame::Frame::close(1001, "", Some([1, 2, 3, 4])))
+        .await;
+    server
+        .send_frame(&wsfault::frame::Frame::close(1001, "", None))
+        .await;
     let status = loop {
         if let Some(status) = child.0.try_wait().expect("wait") {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "proxy still running 5 s after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "proxy still running 5 s after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status:?}");

@@ -31,7 +31,13 @@ fn kosoku() -> Option<PathBuf> {
     Some(python)
 }
 
-async fn run_suite(python: &Path, target: SocketAddr, out: &Path, cases: &[&str], exclude: &[&str]) -> Outcomes {
+async fn run_suite(
+    python: &Path,
+    target: SocketAddr,
+    out: &Path,
+    cases: &[&str],
+    exclude: &[&str],
+) -> Outcomes {
     let mut cmd = tokio::process::Command::new(python);
     cmd.args([
         "-c",
@@ -57,8 +63,13 @@ async fn run_suite(python: &Path, target: SocketAddr, out: &Path, cases: &[&str]
         String::from_utf8_lossy(&output.stderr)
     );
     let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).expect("index.json")).expect("json");
-    let agent = index.as_object().and_then(|o| o.values().next()).and_then(|v| v.as_object()).expect("agent");
+        serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).expect("index.json"))
+            .expect("json");
+    let agent = index
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v.as_object())
+        .expect("agent");
     agent
         .iter()
         .map(|(case, r)| {
@@ -80,9 +91,19 @@ fn assert_identical(direct: &Outcomes, proxied: &Outcomes, what: &str) {
     let diffs: Vec<String> = direct
         .iter()
         .filter(|(case, outcome)| proxied.get(*case) != Some(outcome))
-        .map(|(case, outcome)| format!("{case}: direct {outcome:?} vs proxied {:?}", proxied.get(case)))
+        .map(|(case, outcome)| {
+            format!(
+                "{case}: direct {outcome:?} vs proxied {:?}",
+                proxied.get(case)
+            )
+        })
         .collect();
-    assert!(diffs.is_empty(), "{what}: {} cases differ:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} cases differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 async fn compare(python: &Path, server: SocketAddr, label: &str) {
@@ -109,7 +130,9 @@ async fn compare(python: &Path, server: SocketAddr, label: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_outcomes_are_identical_through_the_proxy_python_server() {
     let Some(python) = kosoku() else { return };
-    let Some(server) = PyEcho::start_with(&["--deflate"]).await else { return };
+    let Some(server) = PyEcho::start_with(&["--deflate"]).await else {
+        return;
+    };
     compare(&python, server.addr, "python websockets (deflate)").await;
 }
 

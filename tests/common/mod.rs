@@ -524,7 +524,12 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts TCP connections on `addr`.
 pub async fn wait_listening(addr: SocketAddr) {
-    eventually(&format!("{addr} listening"), || async move { TcpStream::connect(addr).await.is_ok() }).await;
+    eventually(&format!("{addr} listening"), || async move {
+        TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+}
+
 impl TestProxy {
     /// Like [`TestProxy::start`], with admin options (e.g. a bearer token).
     pub async fn start_with(seed: Option<u64>, options: wsfault::admin::AdminOptions) -> TestProxy {
@@ -533,14 +538,26 @@ impl TestProxy {
         let admin = listener.local_addr().expect("admin addr");
         let (stop, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(wsfault::admin::serve(listener, server.clone(), options, rx));
-        TestProxy { server, admin, stop }
+        TestProxy {
+            server,
+            admin,
+            stop,
+        }
     }
 }
 
 /// Calls the admin API with an optional JSON body; returns the status and the
 /// parsed JSON answer (`Value::Null` for an empty or non-JSON body).
-pub async fn api(admin: SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+pub async fn api(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
     let text = body.map(|b| b.to_string());
     let (status, answer) = http(admin, method, path, text.as_deref()).await;
-    (status, serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null),
+    )
 }
