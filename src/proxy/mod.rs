@@ -120,6 +120,8 @@ pub struct ProxyShared {
     /// Current settings.
     pub settings: ArcSwap<ProxySettings>,
     generation: AtomicU64,
+    /// Carries the generation to links, so idle links wake on a change.
+    changes: tokio::sync::watch::Sender<u64>,
     conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
     next_ordinal: AtomicU64,
     listener: Mutex<Option<listener::Running>>,
@@ -135,7 +137,15 @@ impl ProxyShared {
 
     fn store(&self, settings: ProxySettings) {
         self.settings.store(Arc::new(settings));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changes.send_replace(generation);
+    }
+
+    /// A receiver that sees every settings change (wakes idle links, so
+    /// that timers of toxics added to a silent connection start and
+    /// frames held by a removed toxic are released at once).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The next connection ordinal.
@@ -325,7 +335,10 @@ impl Server {
         let _guard = self.admin_lock.lock().await;
         spec.validate().map_err(RegistryError::BadRequest)?;
         if self.proxy(&spec.name).is_some() {
-            return Err(RegistryError::Conflict(format!("proxy already exists: {}", spec.name)));
+            return Err(RegistryError::Conflict(format!(
+                "proxy already exists: {}",
+                spec.name
+            )));
         }
         let toxics = self.validate_toxics(&spec.toxics)?;
         spec.toxics = toxics.iter().map(|t| t.spec.clone()).collect();
@@ -342,6 +355,7 @@ impl Server {
                 toxics,
             }),
             generation: AtomicU64::new(1),
+            changes: tokio::sync::watch::Sender::new(1),
             conns: Mutex::new(HashMap::new()),
             next_ordinal: AtomicU64::new(0),
             listener: Mutex::new(None),
@@ -356,11 +370,17 @@ impl Server {
         Ok(view(&proxy))
     }
 
-    async fn start_listener(self: &Arc<Self>, proxy: &Arc<ProxyShared>) -> Result<(), RegistryError> {
+    async fn start_listener(
+        self: &Arc<Self>,
+        proxy: &Arc<ProxyShared>,
+    ) -> Result<(), RegistryError> {
         let listen = proxy.settings.load().spec.listen.clone();
-        let running = listener::start(&listen, proxy.clone())
-            .await
-            .map_err(|e| RegistryError::Internal(format!("proxy {}: cannot listen on {listen}: {e}", proxy.name)))?;
+        let running = listener::start(&listen, proxy.clone()).await.map_err(|e| {
+            RegistryError::Internal(format!(
+                "proxy {}: cannot listen on {listen}: {e}",
+                proxy.name
+            ))
+        })?;
         let addr = running.addr;
         if let Ok(mut slot) = proxy.listener.lock() {
             *slot = Some(running);
@@ -388,7 +408,10 @@ impl Server {
     }
 
     /// Creates or updates every proxy of the list (idempotent).
-    pub async fn populate(self: &Arc<Self>, specs: Vec<ProxySpec>) -> Result<Vec<ProxyView>, RegistryError> {
+    pub async fn populate(
+        self: &Arc<Self>,
+        specs: Vec<ProxySpec>,
+    ) -> Result<Vec<ProxyView>, RegistryError> {
         for spec in &specs {
             spec.validate().map_err(RegistryError::BadRequest)?;
             self.validate_toxics(&spec.toxics)?;
@@ -401,7 +424,8 @@ impl Server {
                     let current = existing.settings.load().spec.clone();
                     let same = current.upstream == spec.upstream
                         && current.enabled == spec.enabled
-                        && (current.listen == spec.listen || listen_matches(&spec.listen, existing.bound_addr()));
+                        && (current.listen == spec.listen
+                            || listen_matches(&spec.listen, existing.bound_addr()));
                     if !same {
                         self.delete(&spec.name).await?;
                         out.push(self.create(spec).await?);
@@ -428,7 +452,11 @@ impl Server {
     }
 
     /// Updates `listen`, `upstream`, `enabled` (and our extra fields) from a JSON patch.
-    pub async fn update(self: &Arc<Self>, name: &str, patch: &serde_json::Value) -> Result<ProxyView, RegistryError> {
+    pub async fn update(
+        self: &Arc<Self>,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<ProxyView, RegistryError> {
         let _guard = self.admin_lock.lock().await;
         let proxy = self.get_proxy(name)?;
         let obj = patch
@@ -458,14 +486,17 @@ impl Server {
                 }
             }
         }
-        let new_spec: ProxySpec = serde_json::from_value(spec_json).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        let new_spec: ProxySpec = serde_json::from_value(spec_json)
+            .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         new_spec.validate().map_err(RegistryError::BadRequest)?;
-        settings.upstream = UpstreamTarget::parse(&new_spec.upstream).map_err(RegistryError::BadRequest)?;
+        settings.upstream =
+            UpstreamTarget::parse(&new_spec.upstream).map_err(RegistryError::BadRequest)?;
         settings.max_frame_bytes = new_spec.max_frame_bytes;
         settings.max_message_bytes = new_spec.max_message_bytes;
         settings.spec = new_spec.clone();
         proxy.store(settings);
-        let rebind = new_spec.listen != old.listen && !listen_matches(&new_spec.listen, proxy.bound_addr());
+        let rebind =
+            new_spec.listen != old.listen && !listen_matches(&new_spec.listen, proxy.bound_addr());
         if !new_spec.enabled && old.enabled {
             Self::disable(&proxy).await;
         } else if new_spec.enabled && (!old.enabled || rebind) {
@@ -512,8 +543,15 @@ impl Server {
             .validate(self.toxic_version.fetch_add(1, Ordering::Relaxed))
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         let mut settings = (**proxy.settings.load()).clone();
-        if settings.toxics.iter().any(|t| t.spec.name == entry.spec.name) {
-            return Err(RegistryError::Conflict(format!("toxic already exists: {}", entry.spec.name)));
+        if settings
+            .toxics
+            .iter()
+            .any(|t| t.spec.name == entry.spec.name)
+        {
+            return Err(RegistryError::Conflict(format!(
+                "toxic already exists: {}",
+                entry.spec.name
+            )));
         }
         let out = entry.spec.clone();
         settings.toxics.push(Arc::new(entry));
@@ -523,7 +561,12 @@ impl Server {
     }
 
     /// Updates a toxic from a JSON patch (`attributes` are merged, as in Toxiproxy).
-    pub fn update_toxic(&self, proxy: &str, toxic: &str, patch: &serde_json::Value) -> Result<ToxicSpec, RegistryError> {
+    pub fn update_toxic(
+        &self,
+        proxy: &str,
+        toxic: &str,
+        patch: &serde_json::Value,
+    ) -> Result<ToxicSpec, RegistryError> {
         let proxy = self.get_proxy(proxy)?;
         let mut settings = (**proxy.settings.load()).clone();
         let index = settings
@@ -540,7 +583,9 @@ impl Server {
             match key.as_str() {
                 "attributes" => {
                     let attrs = value.as_object().ok_or_else(|| {
-                        RegistryError::BadRequest(format!("attributes {value} must be a JSON object"))
+                        RegistryError::BadRequest(format!(
+                            "attributes {value} must be a JSON object"
+                        ))
                     })?;
                     for (k, v) in attrs {
                         json["attributes"][k] = v.clone();
@@ -555,7 +600,8 @@ impl Server {
                 _ => json[key] = value.clone(),
             }
         }
-        let spec: ToxicSpec = serde_json::from_value(json).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        let spec: ToxicSpec =
+            serde_json::from_value(json).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         let entry = spec
             .validate(self.toxic_version.fetch_add(1, Ordering::Relaxed))
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
@@ -656,8 +702,9 @@ impl Server {
         self.proxies
             .read()
             .map(|p| {
-                p.values()
-                    .all(|proxy| !proxy.settings.load().spec.enabled || proxy.bound_addr().is_some())
+                p.values().all(|proxy| {
+                    !proxy.settings.load().spec.enabled || proxy.bound_addr().is_some()
+                })
             })
             .unwrap_or(false)
     }
@@ -822,8 +869,16 @@ mod tests {
         let t = UpstreamTarget::parse("ws://backend:9000/prefix/").expect("valid");
         assert_eq!(t.authority, "backend:9000");
         assert_eq!(t.join("/chat?x=1"), "/prefix/chat?x=1");
-        assert_eq!(UpstreamTarget::parse("ws://h:1/prefix").expect("valid").join("/chat?x=1"), "/prefix/chat?x=1");
-        assert_eq!(UpstreamTarget::parse("h:1").expect("valid").join("/a?b"), "/a?b");
+        assert_eq!(
+            UpstreamTarget::parse("ws://h:1/prefix")
+                .expect("valid")
+                .join("/chat?x=1"),
+            "/prefix/chat?x=1"
+        );
+        assert_eq!(
+            UpstreamTarget::parse("h:1").expect("valid").join("/a?b"),
+            "/a?b"
+        );
         assert!(UpstreamTarget::parse("http://h:1").is_err());
         assert!(UpstreamTarget::parse("nope").is_err());
     }

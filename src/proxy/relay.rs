@@ -21,7 +21,8 @@ use super::ProxyShared;
 use crate::frame::{close_code_of, parse_header, CodecError, FrameCodec, FrameHeader, Opcode};
 use crate::metrics::CloseBy;
 use crate::toxics::{
-    run_chain, run_deadline, ActiveToxic, ChainCx, ConnFacts, CutMode, EndAction, Item, Output, StreamDir,
+    run_chain, run_deadline, ActiveToxic, ChainCx, ConnFacts, CutMode, EndAction, Item, Output,
+    StreamDir,
 };
 
 /// Bytes asked of the kernel per read.
@@ -100,7 +101,9 @@ enum ReadOutcome {
 enum Mode {
     Relaying,
     /// A close frame was sent to our writer; we wait for the reader's close.
-    Closing { deadline: Instant },
+    Closing {
+        deadline: Instant,
+    },
     Blackhole,
     Done,
 }
@@ -124,11 +127,17 @@ struct State {
     writer_shut: bool,
     /// The other link ended at this instant.
     peer_done_at: Option<Instant>,
+    /// Settings changes (toxics added or removed), to wake an idle link.
+    changes: tokio::sync::watch::Receiver<u64>,
+    /// False once the proxy is gone (the sender dropped).
+    watching: bool,
 }
 
 /// Runs a link until its direction ends.
 pub async fn run(link: Link) {
-    let delay = link.proxy.metrics.streams[link.stream.index()].relay_delay.local();
+    let delay = link.proxy.metrics.streams[link.stream.index()]
+        .relay_delay
+        .local();
     let codec = FrameCodec {
         max_frame_bytes: link.proxy.settings.load().max_frame_bytes,
     };
@@ -136,6 +145,7 @@ pub async fn run(link: Link) {
     if !link.initial.is_empty() {
         buf.extend_from_slice(&link.initial);
     }
+    let changes = link.proxy.subscribe();
     let mut state = State {
         link,
         buf,
@@ -153,6 +163,8 @@ pub async fn run(link: Link) {
         delay,
         writer_shut: false,
         peer_done_at: None,
+        changes,
+        watching: true,
     };
     state.refresh_toxics();
     if !state.buf.is_empty() {
@@ -214,7 +226,8 @@ impl State {
         self.generation = generation;
         let settings = self.link.proxy.settings.load();
         self.codec.max_frame_bytes = settings.max_frame_bytes;
-        let mut old: Vec<ActiveToxic> = self.chain.drain(..).chain(self.dormant.drain(..)).collect();
+        let mut old: Vec<ActiveToxic> =
+            self.chain.drain(..).chain(self.dormant.drain(..)).collect();
         let mut removed = false;
         for entry in settings.toxics.iter() {
             if entry.spec.stream != self.link.stream || entry.def.handshake_only() {
@@ -256,6 +269,8 @@ impl State {
             if self.mode == Mode::Done {
                 return End::Closed;
             }
+            // Pick up toxics added or removed while no frame arrived.
+            self.refresh_toxics();
             let now = Instant::now();
             if let Mode::Closing { deadline } = self.mode {
                 if now >= deadline {
@@ -302,6 +317,8 @@ impl State {
                 let reader = self.link.reader.clone();
                 let conn = self.link.conn.clone();
                 let stream = self.stream();
+                let changes = &mut self.changes;
+                let watching = self.watching;
                 let sleep = async {
                     match wake {
                         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -311,6 +328,12 @@ impl State {
                 tokio::select! {
                     biased;
                     _ = conn.wait(stream) => ReadOutcome::Command,
+                    changed = changes.changed(), if watching => {
+                        if changed.is_err() {
+                            self.watching = false;
+                        }
+                        ReadOutcome::Command
+                    }
                     result = read_some(&reader, &mut self.buf), if may_read => match result {
                         Ok(0) => ReadOutcome::Eof,
                         Ok(_) => ReadOutcome::Data,
@@ -352,7 +375,11 @@ impl State {
                     // Release what is queued first: the close comes after it.
                     let far = Instant::now() + Duration::from_secs(3600);
                     let _ = self.release_due(far).await;
-                    if !self.writer_shut && write_all(&self.link.writer, &frame, &self.link.conn, self.stream()).await.is_err() {
+                    if !self.writer_shut
+                        && write_all(&self.link.writer, &frame, &self.link.conn, self.stream())
+                            .await
+                            .is_err()
+                    {
                         return Some(End::Reset);
                     }
                     self.mode = Mode::Closing {
@@ -372,7 +399,10 @@ impl State {
             }
         }
         let now = Instant::now();
-        let ready = self.queue.back().map_or(now, |(o, _)| o.not_before.max(now));
+        let ready = self
+            .queue
+            .back()
+            .map_or(now, |(o, _)| o.not_before.max(now));
         self.scratch.clear();
         let facts = self.link.facts.clone();
         let conn = self.link.conn.clone();
@@ -477,7 +507,8 @@ impl State {
             }
             let done = Instant::now();
             for read_at in delays {
-                self.delay.observe(done.saturating_duration_since(read_at).as_secs_f64());
+                self.delay
+                    .observe(done.saturating_duration_since(read_at).as_secs_f64());
             }
             if written > 0 {
                 self.delay.flush();
@@ -677,7 +708,10 @@ impl State {
         if offset > 0 {
             self.account(&frames, messages, offset as u64, data, now);
             let chunk = self.buf.split_to(offset);
-            if write_all(&self.link.writer, &chunk, &self.link.conn, self.stream()).await.is_err() {
+            if write_all(&self.link.writer, &chunk, &self.link.conn, self.stream())
+                .await
+                .is_err()
+            {
                 return Err(End::Reset);
             }
             let delay = Instant::now().saturating_duration_since(now).as_secs_f64();
@@ -712,8 +746,12 @@ impl State {
         }
         m.bytes.inc_by(bytes);
         let counters = &self.link.conn.counters[self.stream().index()];
-        counters.frames.fetch_add(total, std::sync::atomic::Ordering::Relaxed);
-        counters.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .frames
+            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.link.conn.activity.touch(now, data);
     }
 
@@ -765,7 +803,10 @@ impl State {
                     messages += 1;
                 }
             } else if header.opcode == Opcode::Close {
-                self.link.proxy.metrics.close(frame.close_code(), self.sender_label());
+                self.link
+                    .proxy
+                    .metrics
+                    .close(frame.close_code(), self.sender_label());
             }
             let base = ChainCx {
                 now,
@@ -873,7 +914,12 @@ impl State {
             pool::give(std::mem::take(&mut self.buf));
         }
         self.mode = Mode::Done;
-        tracing::debug!(conn_id = conn.id, stream = self.stream().label(), ?end, "link ended");
+        tracing::debug!(
+            conn_id = conn.id,
+            stream = self.stream().label(),
+            ?end,
+            "link ended"
+        );
         // Tell the other link; it gets a grace period to finish.
         conn.peer_done(self.other());
     }
@@ -882,7 +928,9 @@ impl State {
 fn is_reset(err: &io::Error) -> bool {
     matches!(
         err.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 
@@ -911,7 +959,12 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
 
 /// Writes all of `data`; gives up only when the connection is being cut.
 /// Other commands stay in the mailbox until the write is done.
-async fn write_all(stream: &TcpStream, mut data: &[u8], conn: &ConnShared, link: StreamDir) -> io::Result<()> {
+async fn write_all(
+    stream: &TcpStream,
+    mut data: &[u8],
+    conn: &ConnShared,
+    link: StreamDir,
+) -> io::Result<()> {
     let mut listening = true;
     while !data.is_empty() {
         match stream.try_write(data) {
