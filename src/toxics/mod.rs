@@ -74,7 +74,11 @@ pub const REGISTRY: &[(&str, ParseFn)] = &[
 
 /// The names of all toxic types, for error messages.
 pub fn type_names() -> String {
-    REGISTRY.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    REGISTRY
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Direction of a stream, Toxiproxy's naming.
@@ -153,7 +157,11 @@ impl ScheduleSpec {
             return false;
         }
         let since = ms - self.start_after;
-        let pos = if self.period > 0 { since % self.period } else { since };
+        let pos = if self.period > 0 {
+            since % self.period
+        } else {
+            since
+        };
         self.duration == 0 || pos < self.duration
     }
 
@@ -493,6 +501,8 @@ pub trait ToxicState: Send {
 
 /// What [`ToxicState::next_deadline`] may look at.
 pub struct DeadlineCx<'a> {
+    /// Now.
+    pub now: Instant,
     /// The connection's shared activity clock.
     pub activity: &'a crate::proxy::conn::Activity,
 }
@@ -545,7 +555,13 @@ pub fn hash_str(s: &str) -> u64 {
 }
 
 /// The RNG of one toxic on one connection and stream.
-pub fn toxic_rng(seed: Option<u64>, proxy: &str, ordinal: u64, stream: StreamDir, toxic: &str) -> SmallRng {
+pub fn toxic_rng(
+    seed: Option<u64>,
+    proxy: &str,
+    ordinal: u64,
+    stream: StreamDir,
+    toxic: &str,
+) -> SmallRng {
     match seed {
         Some(seed) => SmallRng::seed_from_u64(mix_seed(&[
             seed,
@@ -691,16 +707,25 @@ impl ActiveToxic {
     }
 
     /// The instance's next deadline, when active.
-    pub fn next_deadline(&mut self, now: Instant, activity: &crate::proxy::conn::Activity) -> Option<Instant> {
+    pub fn next_deadline(
+        &mut self,
+        now: Instant,
+        activity: &crate::proxy::conn::Activity,
+    ) -> Option<Instant> {
         if !self.applies {
             return None;
         }
         self.refresh_active(now);
         if !self.active {
             // Wake up when the schedule may open.
-            return self.entry.spec.schedule.as_ref().map(|_| now + Duration::from_millis(50));
+            return self
+                .entry
+                .spec
+                .schedule
+                .as_ref()
+                .map(|_| now + Duration::from_millis(50));
         }
-        self.state.next_deadline(&DeadlineCx { activity })
+        self.state.next_deadline(&DeadlineCx { now, activity })
     }
 
     /// Runs the deadline handler.
@@ -740,7 +765,12 @@ pub struct ChainCx<'a> {
 }
 
 /// Runs `input` through every toxic of `chain` in order, appending to `out`.
-pub fn run_chain(chain: &mut [ActiveToxic], input: Output, base: &ChainCx<'_>, out: &mut Vec<Output>) {
+pub fn run_chain(
+    chain: &mut [ActiveToxic],
+    input: Output,
+    base: &ChainCx<'_>,
+    out: &mut Vec<Output>,
+) {
     let mut current = vec![input];
     let mut next = Vec::new();
     for toxic in chain.iter_mut() {
@@ -753,7 +783,12 @@ pub fn run_chain(chain: &mut [ActiveToxic], input: Output, base: &ChainCx<'_>, o
 }
 
 /// Runs the deadline of toxic `index` and passes its outputs through the rest of the chain.
-pub fn run_deadline(chain: &mut [ActiveToxic], index: usize, base: &ChainCx<'_>, out: &mut Vec<Output>) {
+pub fn run_deadline(
+    chain: &mut [ActiveToxic],
+    index: usize,
+    base: &ChainCx<'_>,
+    out: &mut Vec<Output>,
+) {
     let mut produced = Vec::new();
     chain[index].on_deadline(base, &mut produced);
     for item in produced {
@@ -775,7 +810,9 @@ pub fn handshake_actions(
         let drawn = entry.spec.toxicity >= 1.0 || rng.random::<f64>() < entry.spec.toxicity;
         let matched = entry.spec.matcher.as_ref().is_none_or(|m| m.matches(facts));
         let scheduled = entry.spec.schedule.as_ref().is_none_or(|s| {
-            s.is_active(Instant::now().saturating_duration_since(entry.added_at.max(facts.opened_at)))
+            s.is_active(
+                Instant::now().saturating_duration_since(entry.added_at.max(facts.opened_at)),
+            )
         });
         if !(drawn && matched && scheduled) {
             continue;
@@ -807,7 +844,11 @@ mod tests {
 
     #[test]
     fn schedule_windows() {
-        let s = ScheduleSpec { start_after: 100, duration: 50, period: 200 };
+        let s = ScheduleSpec {
+            start_after: 100,
+            duration: 50,
+            period: 200,
+        };
         assert!(!s.is_active(ms(99)));
         assert!(s.is_active(ms(100)));
         assert!(!s.is_active(ms(150)));
