@@ -1438,3 +1438,120 @@ async fn invalid_toxic_gets_400_and_keeps_previous_toxics() {
     client.recv().await;
     assert!(ms_since(start) >= 200, "the previous toxic still applies");
 }
+
+// ---------------------------------------------------------------- timers and updates
+
+#[tokio::test]
+async fn timers_count_from_the_connection_when_the_toxic_is_older() {
+    let (proxy, addr, upstream) = setup(None).await;
+    proxy
+        .toxic(
+            "p",
+            json!({"type": "close", "attributes": {"code": 4003, "after_ms": 400}}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let start = Instant::now();
+    let (mut client, _server) = raw_pair(addr, &upstream).await;
+    let c = client.recv().await;
+    let t = ms_since(start);
+    assert_eq!(c.close_code(), 4003);
+    assert!(
+        (350..=2000).contains(&t),
+        "close {t} ms after the connection opened"
+    );
+}
+
+#[tokio::test]
+async fn updating_a_toxic_acts_on_a_live_connection() {
+    let (proxy, addr, upstream) = setup(None).await;
+    let (mut client, mut server) = raw_pair(addr, &upstream).await;
+    proxy
+        .toxic(
+            "p",
+            json!({"type": "latency", "attributes": {"latency": 300}}),
+        )
+        .await;
+    let start = Instant::now();
+    server.send(true, 0, Opcode::Text, b"slow").await;
+    assert_eq!(text(&client.recv().await), "slow");
+    assert!(ms_since(start) >= 300);
+    let (status, body) = http(
+        proxy.admin,
+        "POST",
+        "/proxies/p/toxics/latency_downstream",
+        Some(&json!({"attributes": {"latency": 0}}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let start = Instant::now();
+    server.send(true, 0, Opcode::Text, b"fast").await;
+    assert_eq!(text(&client.recv().await), "fast");
+    assert!(
+        ms_since(start) < 200,
+        "the update applies from the next frame"
+    );
+}
+
+#[tokio::test]
+async fn slow_close_holds_the_fin() {
+    let (proxy, addr, upstream) = setup(None).await;
+    let (mut client, mut server) = raw_pair(addr, &upstream).await;
+    proxy
+        .toxic(
+            "p",
+            json!({"type": "slow_close", "attributes": {"delay": 400}}),
+        )
+        .await;
+    let start = Instant::now();
+    server.tcp.shutdown().await.expect("shutdown");
+    assert_eq!(client.end_within(SOON).await, EndSeen::Fin);
+    let t = ms_since(start);
+    assert!((400..=1500).contains(&t), "FIN after {t} ms");
+}
+
+#[tokio::test]
+async fn stall_every_repeats_the_pause() {
+    let (proxy, addr, upstream) = setup(None).await;
+    let (mut client, mut server) = raw_pair(addr, &upstream).await;
+    // Paused during [0, 300) and [1000, 1300) ms.
+    proxy
+        .toxic(
+            "p",
+            json!({"type": "stall", "stream": "upstream", "attributes": {"duration": 300, "every": 1000}}),
+        )
+        .await;
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut arrivals = Vec::new();
+        while let Some(f) = server.recv_within(Duration::from_millis(800)).await {
+            arrivals.push((text(&f).parse::<u128>().expect("ms"), ms_since(start)));
+        }
+        arrivals
+    });
+    while start.elapsed() < Duration::from_millis(1500) {
+        client
+            .send(
+                true,
+                0,
+                Opcode::Text,
+                format!("{}", ms_since(start)).as_bytes(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let arrivals = reader.await.expect("reader");
+    assert!(arrivals.len() >= 20, "{arrivals:?}");
+    for (sent, got) in &arrivals {
+        if (0..=200).contains(sent) || (1050..=1200).contains(sent) {
+            let end = if *sent < 500 { 250 } else { 1250 };
+            assert!(*got >= end, "sent at {sent}, arrived at {got}: not stalled");
+        }
+        if (400..=900).contains(sent) {
+            assert!(
+                got - sent < 200,
+                "sent at {sent}, arrived at {got}: stalled outside a window"
+            );
+        }
+    }
+}
