@@ -53,7 +53,11 @@ pub fn split_frame(
     let last = sizes.len().saturating_sub(1);
     for (i, size) in sizes.iter().enumerate() {
         let end = (offset + size).min(plain.len());
-        let opcode = if i == 0 { frame.header.opcode } else { Opcode::Continuation };
+        let opcode = if i == 0 {
+            frame.header.opcode
+        } else {
+            Opcode::Continuation
+        };
         let rsv = if i == 0 { frame.header.rsv } else { 0 };
         let fin = i == last && frame.header.fin;
         let mask = cx.new_mask();
@@ -62,7 +66,10 @@ pub fn split_frame(
         cx.emit_at(Item::Frame(piece), at);
         if ping && i != last {
             let mask = cx.new_mask();
-            cx.emit_at(Item::Frame(Frame::build(true, 0, Opcode::Ping, INTERLEAVED_PING, mask)), at);
+            cx.emit_at(
+                Item::Frame(Frame::build(true, 0, Opcode::Ping, INTERLEAVED_PING, mask)),
+                at,
+            );
         }
         offset = end;
     }
@@ -76,7 +83,7 @@ impl ToxicState for State {
             return;
         }
         let mut sizes = vec![self.max; len / self.max];
-        if len % self.max > 0 {
+        if !len.is_multiple_of(self.max) {
             sizes.push(len % self.max);
         }
         cx.act();
