@@ -1557,3 +1557,33 @@ async fn stall_every_repeats_the_pause() {
         }
     }
 }
+
+#[tokio::test]
+async fn limit_data_on_a_frame_boundary_delivers_whole_frames() {
+    let (proxy, addr, upstream) = setup(None).await;
+    let (mut client, mut server) = raw_pair(addr, &upstream).await;
+    proxy
+        .toxic(
+            "p",
+            json!({"type": "limit_data", "attributes": {"bytes": 24}}),
+        )
+        .await;
+    // Unmasked 10-byte frames are 12 wire bytes: exactly two pass.
+    for i in 0..3u8 {
+        server.send(true, 0, Opcode::Binary, &[i; 10]).await;
+    }
+    assert_eq!(&client.recv().await.payload[..], &[0u8; 10]);
+    assert_eq!(&client.recv().await.payload[..], &[1u8; 10]);
+    assert!(
+        client
+            .recv_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "nothing after the limit"
+    );
+    assert_ne!(
+        server.end_within(SOON).await,
+        EndSeen::StillOpen,
+        "the server is cut too"
+    );
+}
