@@ -277,7 +277,7 @@ async fn main() {
         .stderr(quiet())
         .spawn()
         .ok()
-        .map(|c| Proc(c));
+        .map(Proc);
     if nginx.is_some() {
         wait_port(nginx_addr).await;
     } else {

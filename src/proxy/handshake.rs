@@ -223,6 +223,9 @@ where
     })
 }
 
+// The error is the response to send back; it is built once per failed
+// request, never on the relay's hot path, so its size does not matter.
+#[allow(clippy::result_large_err)]
 fn upstream_request_parts(
     parts: &mut http::request::Parts,
     proxy: &ProxyShared,

@@ -120,6 +120,8 @@ pub struct ProxyShared {
     /// Current settings.
     pub settings: ArcSwap<ProxySettings>,
     generation: AtomicU64,
+    /// Carries the generation to links, so idle links wake on a change.
+    changes: tokio::sync::watch::Sender<u64>,
     conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
     next_ordinal: AtomicU64,
     listener: Mutex<Option<listener::Running>>,
@@ -135,7 +137,15 @@ impl ProxyShared {
 
     fn store(&self, settings: ProxySettings) {
         self.settings.store(Arc::new(settings));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changes.send_replace(generation);
+    }
+
+    /// A receiver that sees every settings change (wakes idle links, so
+    /// that timers of toxics added to a silent connection start and
+    /// frames held by a removed toxic are released at once).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The next connection ordinal.
@@ -345,6 +355,7 @@ impl Server {
                 toxics,
             }),
             generation: AtomicU64::new(1),
+            changes: tokio::sync::watch::Sender::new(1),
             conns: Mutex::new(HashMap::new()),
             next_ordinal: AtomicU64::new(0),
             listener: Mutex::new(None),

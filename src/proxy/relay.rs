@@ -127,6 +127,10 @@ struct State {
     writer_shut: bool,
     /// The other link ended at this instant.
     peer_done_at: Option<Instant>,
+    /// Settings changes (toxics added or removed), to wake an idle link.
+    changes: tokio::sync::watch::Receiver<u64>,
+    /// False once the proxy is gone (the sender dropped).
+    watching: bool,
 }
 
 /// Runs a link until its direction ends.
@@ -141,6 +145,7 @@ pub async fn run(link: Link) {
     if !link.initial.is_empty() {
         buf.extend_from_slice(&link.initial);
     }
+    let changes = link.proxy.subscribe();
     let mut state = State {
         link,
         buf,
@@ -158,6 +163,8 @@ pub async fn run(link: Link) {
         delay,
         writer_shut: false,
         peer_done_at: None,
+        changes,
+        watching: true,
     };
     state.refresh_toxics();
     if !state.buf.is_empty() {
@@ -262,6 +269,8 @@ impl State {
             if self.mode == Mode::Done {
                 return End::Closed;
             }
+            // Pick up toxics added or removed while no frame arrived.
+            self.refresh_toxics();
             let now = Instant::now();
             if let Mode::Closing { deadline } = self.mode {
                 if now >= deadline {
@@ -308,6 +317,8 @@ impl State {
                 let reader = self.link.reader.clone();
                 let conn = self.link.conn.clone();
                 let stream = self.stream();
+                let changes = &mut self.changes;
+                let watching = self.watching;
                 let sleep = async {
                     match wake {
                         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -317,6 +328,12 @@ impl State {
                 tokio::select! {
                     biased;
                     _ = conn.wait(stream) => ReadOutcome::Command,
+                    changed = changes.changed(), if watching => {
+                        if changed.is_err() {
+                            self.watching = false;
+                        }
+                        ReadOutcome::Command
+                    }
                     result = read_some(&reader, &mut self.buf), if may_read => match result {
                         Ok(0) => ReadOutcome::Eof,
                         Ok(_) => ReadOutcome::Data,

@@ -83,7 +83,7 @@ impl ToxicState for State {
             return;
         }
         let mut sizes = vec![self.max; len / self.max];
-        if len % self.max > 0 {
+        if !len.is_multiple_of(self.max) {
             sizes.push(len % self.max);
         }
         cx.act();

@@ -501,6 +501,8 @@ pub trait ToxicState: Send {
 
 /// What [`ToxicState::next_deadline`] may look at.
 pub struct DeadlineCx<'a> {
+    /// Now.
+    pub now: Instant,
     /// The connection's shared activity clock.
     pub activity: &'a crate::proxy::conn::Activity,
 }
@@ -723,7 +725,7 @@ impl ActiveToxic {
                 .as_ref()
                 .map(|_| now + Duration::from_millis(50));
         }
-        self.state.next_deadline(&DeadlineCx { activity })
+        self.state.next_deadline(&DeadlineCx { now, activity })
     }
 
     /// Runs the deadline handler.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ms, AttrError, Attributes, InstanceCx, ToxicDef, ToxicState};
+use super::{ms, AttrError, Attributes, DeadlineCx, InstanceCx, ToxicDef, ToxicState};
 
 #[derive(Debug)]
 struct Stall {
@@ -43,6 +43,16 @@ struct State {
 }
 
 impl ToxicState for State {
+    /// With `every`, wakes the link when the next pause starts, so that it
+    /// stops reading then rather than at the next frame after it.
+    fn next_deadline(&self, cx: &DeadlineCx<'_>) -> Option<Instant> {
+        if self.every == 0 {
+            return None;
+        }
+        let elapsed = cx.now.saturating_duration_since(self.armed_at).as_millis() as u64;
+        Some(self.armed_at + ms((elapsed / self.every + 1) * self.every))
+    }
+
     fn paused_until(&mut self, now: Instant) -> Option<Instant> {
         let elapsed = now.saturating_duration_since(self.armed_at).as_millis() as u64;
         let window_start = if self.every == 0 {

@@ -454,23 +454,25 @@ impl PyEcho {
         let python = python()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("port");
-        let child = std::process::Command::new(python)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/py/echo_server.py"
-            ))
-            .arg(&port_file)
-            .args(args)
-            .spawn()
-            .expect("spawn python echo");
+        // Owned by the guard from the start, so it is reaped on every path.
+        let mut guard = PyEcho {
+            child: std::process::Command::new(python)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/py/echo_server.py"
+                ))
+                .arg(&port_file)
+                .args(args)
+                .spawn()
+                .expect("spawn python echo"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let mut waited = Duration::ZERO;
         loop {
             if let Ok(text) = std::fs::read_to_string(&port_file) {
                 if let Ok(port) = text.trim().parse::<u16>() {
-                    return Some(PyEcho {
-                        child,
-                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                    });
+                    guard.addr.set_port(port);
+                    return Some(guard);
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
