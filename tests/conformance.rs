@@ -3,8 +3,8 @@
 //! Each server under test is driven once directly and once through
 //! `wsfault proxy`; the per-case outcomes (behavior, behaviorClose, remote
 //! close code) must be identical. With the default `extensions: strip` the
-//! compression cases (12.*, 13.*) differ by design, so they are compared
-//! through a proxy with `extensions: pass` instead.
+//! compression cases (12.*, 13.*) differ by design, so a sample of them is
+//! compared through a proxy with `extensions: pass` instead.
 
 mod common;
 
@@ -120,8 +120,11 @@ async fn compare(python: &Path, server: SocketAddr, label: &str) {
     let proxied = run_suite(python, strip, &dir.path().join("strip"), &[], &exclude).await;
     assert_identical(&direct, &proxied, &format!("{label}, extensions: strip"));
 
-    // Compression cases through a proxy that passes the extension.
-    let cases = ["12.*", "13.*"];
+    // Compression cases through a proxy that passes the extension. The
+    // full 12.*/13.* groups take minutes on two cores (deflate of 1000
+    // messages up to 128 KiB each in Python); the first nine cases of three
+    // groups cover small messages with and without context takeover.
+    let cases = ["12.1.?", "13.1.?", "13.7.?"];
     let direct = run_suite(python, server, &dir.path().join("direct-z"), &cases, &[]).await;
     let proxied = run_suite(python, pass, &dir.path().join("pass-z"), &cases, &[]).await;
     assert_identical(&direct, &proxied, &format!("{label}, extensions: pass"));
