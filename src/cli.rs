@@ -45,6 +45,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the fault-injecting proxy and its admin API.
     Proxy(crate::proxy::ProxyArgs),
@@ -59,9 +60,10 @@ pub enum Command {
 }
 
 /// Sets up the global tracing subscriber on stderr.
-pub fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -74,7 +76,19 @@ pub fn init_logging(format: LogFormat) {
 /// Parses arguments, runs the chosen subcommand and maps errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo prints its own progress; per-connection lines would drown it.
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
+    // Thousands of connections need thousands of descriptors (nginx's
+    // worker_rlimit_nofile): lift the soft limit to the hard one.
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
+        if soft < hard {
+            let _ = rlimit::Resource::NOFILE.set(hard, hard);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

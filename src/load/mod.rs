@@ -1,12 +1,777 @@
-//! `wsfault echo` (placeholder until the echo branch lands).
-/// Flags.
+//! `wsfault load`: the validating load client (SPEC §8).
+//!
+//! Library use (the demo and the benchmarks):
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use wsfault::load::{self, LoadConfig, Mode, Progress};
+//!
+//! let mut cfg = LoadConfig::new("ws://127.0.0.1:9000/", 50, 20.0, Duration::from_secs(10));
+//! cfg.mode = Mode::Resume;
+//! cfg.reconnect = true;
+//! cfg.progress = Progress::Off;
+//! let live = cfg.live.clone(); // poll live.snapshot() while it runs
+//! let report = load::run(cfg).await?;
+//! println!("{}", load::render_table(&report));
+//! # let _ = live; Ok(()) }
+//! ```
+//!
+//! Modules: [`scenario`] (YAML phases), [`slo`] (SLO expressions),
+//! [`report`] (JSON report, table, JUnit, baseline), [`live`] (live
+//! counters), `client` (one connection: echo and resume checks).
+
+mod client;
+pub mod live;
+pub mod report;
+pub mod scenario;
+pub mod slo;
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+
+pub use live::{LiveSnapshot, LiveStats};
+pub use report::{render_table, Report};
+pub use scenario::Phase;
+pub use slo::{Slo, SloResult};
+
+use client::{Ctx, SlotResult};
+
+/// What the client sends and checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Binary messages to any echo server; echoes checked per connection.
+    #[default]
+    Echo,
+    /// The resume protocol of `wsfault echo` (SPEC §7): exactly-once, in order, across reconnects.
+    Resume,
+}
+
+impl Mode {
+    /// `echo` or `resume`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Resume => "resume",
+        }
+    }
+}
+
+/// Flags of `wsfault load`.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// URL.
-    #[arg(long)]
+    /// WebSocket URL to load (ws://HOST:PORT/PATH).
+    #[arg(long, value_name = "URL")]
     pub url: String,
+    /// Connections to open (ignored with --scenario).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: u32,
+    /// Open at most this many connections per second (default: no limit).
+    #[arg(long, value_name = "CONN_PER_S")]
+    pub ramp_rate: Option<f64>,
+    /// Messages per second per connection.
+    #[arg(long, value_name = "MSG_PER_S_PER_CONN", default_value_t = 10.0)]
+    pub rate: f64,
+    /// How long to send messages (e.g. 30s, 2m; ignored with --scenario).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Size of each message in bytes (echo mode: at least 24).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub message_bytes: usize,
+    /// echo: any echo server; resume: the resume protocol of `wsfault echo`.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    pub mode: Mode,
+    /// Reconnect after any disconnect (exponential backoff, full jitter).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Extra header on the upgrade request (repeatable).
+    #[arg(long = "header", value_name = "K:V")]
+    pub headers: Vec<String>,
+    /// Subprotocol to ask for (Sec-WebSocket-Protocol).
+    #[arg(long, value_name = "P")]
+    pub subprotocol: Option<String>,
+    /// YAML phases {name, duration, connections, rate} run in order.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// SLO such as p99<100ms, loss==0, errors<1% (repeatable).
+    #[arg(long = "slo", value_name = "EXPR")]
+    pub slo: Vec<String>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Write JUnit XML (one test case per SLO) here.
+    #[arg(long, value_name = "FILE.xml")]
+    pub junit: Option<PathBuf>,
+    /// Compare with an earlier --report (throughput, p50, p99).
+    #[arg(long, value_name = "FILE.json")]
+    pub baseline: Option<PathBuf>,
+    /// Largest acceptable regression against --baseline, in percent.
+    #[arg(long, value_name = "PCT", default_value = "10%", value_parser = parse_percent)]
+    pub max_regression: f64,
 }
-/// Runs the command.
-pub async fn run_command(_args: LoadArgs) -> anyhow::Result<()> {
-    anyhow::bail!("load: pending merge")
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("`{s}` must be longer than zero")),
+        Err(err) => Err(format!(
+            "`{s}` is not a duration ({err}); e.g. 30s, 500ms, 2m"
+        )),
+    }
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix('%').unwrap_or(t).trim();
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a percentage (e.g. 10%)")),
+    }
+}
+
+/// How progress is shown while a load test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// A live line (indicatif) when stderr is a terminal, plain lines every second otherwise.
+    #[default]
+    Auto,
+    /// Plain lines on stderr every second.
+    Plain,
+    /// Nothing (watch [`LoadConfig::live`] instead).
+    Off,
+}
+
+/// A load-test configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag (or field) has a bad value.
+    #[error("{flag}: {message}")]
+    Invalid {
+        /// The flag, e.g. `--url`.
+        flag: &'static str,
+        /// What is wrong and what would be valid.
+        message: String,
+    },
+    /// The scenario file is bad.
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    /// An SLO expression does not parse.
+    #[error(transparent)]
+    Slo(#[from] slo::SloParseError),
+}
+
+/// Everything a load test needs. Build it with [`LoadConfig::new`] (or from
+/// flags with [`LoadConfig::from_args`]) and adjust the public fields.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The WebSocket URL.
+    pub url: String,
+    /// Phases run in order (at least one).
+    pub phases: Vec<Phase>,
+    /// The connection target at t = 0, from which the first phase ramps
+    /// linearly (0 for a scenario; the phase's own target for plain flags).
+    pub initial_connections: u32,
+    /// Open at most this many connections per second.
+    pub ramp_rate: Option<f64>,
+    /// Bytes per message.
+    pub message_bytes: usize,
+    /// Echo or resume.
+    pub mode: Mode,
+    /// Reconnect after disconnects.
+    pub reconnect: bool,
+    /// Extra upgrade headers.
+    pub headers: Vec<(String, String)>,
+    /// Requested subprotocol.
+    pub subprotocol: Option<String>,
+    /// SLOs; when empty, `loss==0`, `dup==0`, `reorder==0`, `corrupt==0` apply.
+    pub slos: Vec<Slo>,
+    /// An earlier report to compare with.
+    pub baseline: Option<Report>,
+    /// Largest acceptable regression against the baseline, percent.
+    pub max_regression_pct: f64,
+    /// How long to wait for outstanding echoes after sending stops
+    /// (`None`: 2 s in echo mode, 5 s in resume mode).
+    pub drain: Option<Duration>,
+    /// Resume mode: resend a message (and resync) when its echo is this late.
+    pub resend_after: Duration,
+    /// Connection handshakes in flight at once.
+    pub max_concurrent_handshakes: usize,
+    /// How progress is shown.
+    pub progress: Progress,
+    /// Live counters; clone the `Arc` before [`run`] to watch them.
+    pub live: Arc<LiveStats>,
+    /// Cancel to end the run early (it still drains and reports).
+    pub cancel: CancellationToken,
+}
+
+impl LoadConfig {
+    /// A constant load: `connections` connections sending `rate` messages
+    /// per second each for `duration`, echo mode, 64-byte messages.
+    pub fn new(url: impl Into<String>, connections: u32, rate: f64, duration: Duration) -> Self {
+        LoadConfig {
+            url: url.into(),
+            phases: vec![Phase {
+                name: "load".into(),
+                duration,
+                connections,
+                rate,
+            }],
+            initial_connections: connections,
+            ramp_rate: None,
+            message_bytes: 64,
+            mode: Mode::Echo,
+            reconnect: false,
+            headers: Vec::new(),
+            subprotocol: None,
+            slos: Vec::new(),
+            baseline: None,
+            max_regression_pct: 10.0,
+            drain: None,
+            resend_after: Duration::from_secs(1),
+            max_concurrent_handshakes: 256,
+            progress: Progress::Auto,
+            live: Arc::new(LiveStats::new()),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Builds a configuration from flags: reads the scenario and baseline
+    /// files, parses SLOs and headers.
+    pub fn from_args(args: &LoadArgs) -> Result<Self, ConfigError> {
+        let mut cfg = LoadConfig::new(args.url.clone(), args.connections, args.rate, args.duration);
+        if !(args.rate.is_finite() && args.rate >= 0.0) {
+            return Err(invalid(
+                "--rate",
+                format!("`{}` must be 0 or more messages per second", args.rate),
+            ));
+        }
+        if let Some(path) = &args.scenario {
+            cfg.phases = scenario::load_scenario(path, args.rate)?;
+            cfg.initial_connections = 0;
+        }
+        cfg.ramp_rate = args.ramp_rate;
+        cfg.message_bytes = args.message_bytes;
+        cfg.mode = args.mode;
+        cfg.reconnect = args.reconnect;
+        cfg.subprotocol = args.subprotocol.clone();
+        for h in &args.headers {
+            let Some((k, v)) = h.split_once(':') else {
+                return Err(invalid(
+                    "--header",
+                    format!("`{h}` is not K:V (e.g. --header 'Authorization: Bearer x')"),
+                ));
+            };
+            cfg.headers
+                .push((k.trim().to_string(), v.trim().to_string()));
+        }
+        cfg.slos = args
+            .slo
+            .iter()
+            .map(|e| Slo::parse(e))
+            .collect::<Result<_, _>>()?;
+        if let Some(path) = &args.baseline {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                invalid(
+                    "--baseline",
+                    format!("cannot read {}: {err}", path.display()),
+                )
+            })?;
+            let base: Report = serde_json::from_str(&text).map_err(|err| {
+                invalid(
+                    "--baseline",
+                    format!("{} is not a wsfault load report: {err}", path.display()),
+                )
+            })?;
+            cfg.baseline = Some(base);
+        }
+        cfg.max_regression_pct = args.max_regression;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that [`run`] relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.trim();
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(invalid(
+                "--url",
+                format!("`{}` must start with ws:// or wss://", self.url),
+            ));
+        }
+        if url.starts_with("wss://") {
+            return Err(invalid(
+                "--url",
+                format!(
+                    "`{}`: wss:// is not supported by this build (use ws://)",
+                    self.url
+                ),
+            ));
+        }
+        url.into_client_request()
+            .map_err(|err| invalid("--url", format!("`{}` is not a valid URL: {err}", self.url)))?;
+        if self.phases.is_empty() {
+            return Err(invalid("--scenario", "no phases".into()));
+        }
+        for p in &self.phases {
+            if !(p.rate.is_finite() && p.rate >= 0.0) {
+                return Err(invalid("--rate", format!("`{}` must be 0 or more", p.rate)));
+            }
+        }
+        if let Some(r) = self.ramp_rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(invalid(
+                    "--ramp-rate",
+                    format!("`{r}` must be a positive number of connections per second"),
+                ));
+            }
+        }
+        if self.message_bytes > crate::echo::MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "--message-bytes",
+                format!(
+                    "`{}` is larger than the {} byte message limit",
+                    self.message_bytes,
+                    crate::echo::MAX_MESSAGE_BYTES
+                ),
+            ));
+        }
+        for (k, v) in &self.headers {
+            HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| invalid("--header", format!("`{k}` is not a valid header name")))?;
+            HeaderValue::from_str(v).map_err(|_| {
+                invalid(
+                    "--header",
+                    format!("the value of `{k}` is not a valid header value"),
+                )
+            })?;
+        }
+        if let Some(p) = &self.subprotocol {
+            HeaderValue::from_str(p).map_err(|_| {
+                invalid(
+                    "--subprotocol",
+                    format!("`{p}` is not a valid protocol name"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The total duration of all phases.
+    pub fn total_duration(&self) -> Duration {
+        self.phases.iter().map(|p| p.duration).sum()
+    }
+
+    fn drain(&self) -> Duration {
+        self.drain.unwrap_or(match self.mode {
+            Mode::Echo => Duration::from_secs(2),
+            Mode::Resume => Duration::from_secs(5),
+        })
+    }
+}
+
+fn invalid(flag: &'static str, message: String) -> ConfigError {
+    ConfigError::Invalid { flag, message }
+}
+
+/// Runs `wsfault load`: the verdict decides the exit status (1 on a failed
+/// verdict, 2 on bad flags, an unparsable SLO or a bad scenario).
+pub async fn run_command(args: LoadArgs) -> anyhow::Result<()> {
+    let cfg =
+        LoadConfig::from_args(&args).map_err(|err| crate::cli::UsageError(err.to_string()))?;
+    let cancel = cfg.cancel.clone();
+    tokio::spawn(async move {
+        crate::echo::shutdown_signal().await;
+        tracing::warn!("interrupted: stopping the load test (still reporting)");
+        cancel.cancel();
+    });
+    let report = run(cfg).await?;
+    print!("{}", render_table(&report));
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("--report: cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report::junit_xml(&report))
+            .with_context(|| format!("--junit: cannot write {}", path.display()))?;
+    }
+    if report.pass {
+        Ok(())
+    } else {
+        Err(crate::cli::FailedError(format!("verdict FAIL: {}", report.failures.join("; "))).into())
+    }
+}
+
+/// Runs a load test to the end (all phases, then the drain) and returns its
+/// report, verdict included. Errors only for an invalid configuration.
+pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
+    cfg.validate()?;
+    let live = cfg.live.clone();
+    let start = Instant::now();
+    *live
+        .started
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(start);
+    live.running.store(true, Ordering::Relaxed);
+    let headers = cfg
+        .headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect();
+    let ctx = Arc::new(Ctx {
+        url: cfg.url.trim().to_string(),
+        headers,
+        subprotocol: cfg
+            .subprotocol
+            .as_deref()
+            .and_then(|p| HeaderValue::from_str(p).ok()),
+        mode: cfg.mode,
+        reconnect: cfg.reconnect,
+        message_bytes: cfg.message_bytes,
+        drain: cfg.drain(),
+        resend_after: cfg.resend_after,
+        start,
+        rate_bits: AtomicU64::new(cfg.phases[0].rate.to_bits()),
+        live: live.clone(),
+        stop: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
+        handshakes: Semaphore::new(cfg.max_concurrent_handshakes.max(1)),
+        errors: Mutex::new(HashMap::new()),
+        run_id: rand::random::<u64>(),
+        latency: client::LatencyShards::new(32),
+    });
+    let progress_done = CancellationToken::new();
+    let phase_names: Vec<String> = cfg.phases.iter().map(|p| p.name.clone()).collect();
+    let progress = tokio::spawn(progress_task(
+        live.clone(),
+        cfg.progress,
+        phase_names,
+        progress_done.clone(),
+    ));
+
+    let mut agg = Aggregate::new();
+    let mut set: JoinSet<SlotResult> = JoinSet::new();
+    let mut slots: Vec<CancellationToken> = Vec::new();
+    let mut next_slot: u32 = 0;
+    let mut ramp_budget = 1.0f64;
+    let mut last = start;
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = Instant::now();
+        let Some(at) = scenario::schedule_at(&cfg.phases, cfg.initial_connections, now - start)
+        else {
+            break;
+        };
+        ctx.set_rate(at.rate);
+        live.phase.store(at.phase, Ordering::Relaxed);
+        let target = at.target.round().max(0.0) as usize;
+        live.target.store(target as u64, Ordering::Relaxed);
+        if let Some(r) = cfg.ramp_rate {
+            let dt = now.duration_since(last).as_secs_f64();
+            ramp_budget = (ramp_budget + r * dt).min((r * 0.1).max(1.0));
+        }
+        last = now;
+        while slots.len() < target && (cfg.ramp_rate.is_none() || ramp_budget >= 1.0) {
+            let token = ctx.stop.child_token();
+            set.spawn(client::run_slot(ctx.clone(), next_slot, token.clone()));
+            slots.push(token);
+            next_slot = next_slot.wrapping_add(1);
+            ramp_budget -= 1.0;
+        }
+        while slots.len() > target {
+            if let Some(token) = slots.pop() {
+                token.cancel();
+            }
+        }
+        while let Some(done) = set.try_join_next() {
+            if let Ok(res) = done {
+                agg.add(res);
+            }
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = cfg.cancel.cancelled() => break,
+        }
+    }
+    let duration = start.elapsed();
+    ctx.stop.cancel();
+    let drain = ctx.drain;
+    let hard = ctx.hard_stop.clone();
+    let hard_timer = tokio::spawn(async move {
+        tokio::time::sleep(drain + Duration::from_secs(1)).await;
+        hard.cancel();
+    });
+    let deadline = tokio::time::Instant::now() + drain + Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            joined = set.join_next() => match joined {
+                Some(Ok(res)) => agg.add(res),
+                Some(Err(_)) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(remaining = set.len(), "connections did not finish in time; abandoning them");
+                set.abort_all();
+                break;
+            }
+        }
+    }
+    hard_timer.abort();
+    live.running.store(false, Ordering::Relaxed);
+    progress_done.cancel();
+    let _ = progress.await;
+
+    let errors = ctx
+        .errors
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    agg.latency = ctx.latency.merged();
+    let report = build_report(
+        &cfg,
+        agg,
+        duration,
+        errors,
+        live.peak_active.load(Ordering::Relaxed),
+    );
+    Ok(report)
+}
+
+/// Every slot's results, merged.
+struct Aggregate {
+    latency: Histogram<u64>,
+    reconnect: Histogram<u64>,
+    totals: SlotResult,
+}
+
+impl Aggregate {
+    fn new() -> Self {
+        #[allow(clippy::expect_used)]
+        let h = || Histogram::<u64>::new(3).expect("3 significant figures is valid");
+        let totals = client::SlotResult::empty();
+        Aggregate {
+            latency: h(),
+            reconnect: h(),
+            totals,
+        }
+    }
+
+    fn add(&mut self, r: SlotResult) {
+        for &us in &r.reconnect_us {
+            let _ = self.reconnect.record(us.max(1));
+        }
+        let t = &mut self.totals;
+        t.sent += r.sent;
+        t.received += r.received;
+        t.lost += r.lost;
+        t.duplicated += r.duplicated;
+        t.reordered += r.reordered;
+        t.corrupted += r.corrupted;
+        t.resent += r.resent;
+        t.protocol_errors += r.protocol_errors;
+        t.attempted += r.attempted;
+        t.succeeded += r.succeeded;
+        t.failed += r.failed;
+        t.reconnects += r.reconnects;
+        t.disconnects += r.disconnects;
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    slo::round3(us as f64 / 1000.0)
+}
+
+fn build_report(
+    cfg: &LoadConfig,
+    agg: Aggregate,
+    duration: Duration,
+    errors: HashMap<String, u64>,
+    peak_active: u64,
+) -> Report {
+    let t = &agg.totals;
+    let q = |h: &Histogram<u64>, quantile: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            ms(h.value_at_quantile(quantile))
+        }
+    };
+    let duration_s = duration.as_secs_f64();
+    let error_count = t.failed + t.disconnects + t.corrupted + t.protocol_errors;
+    let ops = t.attempted + t.sent;
+    let mut samples: Vec<report::ErrorSample> = errors
+        .into_iter()
+        .map(|(message, count)| report::ErrorSample { message, count })
+        .collect();
+    samples.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.message.cmp(&b.message))
+    });
+    samples.truncate(10);
+    let mut r = Report {
+        pass: false,
+        mode: cfg.mode.as_str().to_string(),
+        url: cfg.url.clone(),
+        duration_s: slo::round3(duration_s),
+        connections: report::ConnectionCounts {
+            attempted: t.attempted,
+            succeeded: t.succeeded,
+            failed: t.failed,
+            reconnects: t.reconnects,
+            disconnects: t.disconnects,
+            peak_active,
+        },
+        messages: report::MessageCounts {
+            sent: t.sent,
+            received: t.received,
+            lost: t.lost,
+            duplicated: t.duplicated,
+            reordered: t.reordered,
+            corrupted: t.corrupted,
+            resent: t.resent,
+        },
+        latency_ms: report::LatencyMs {
+            p50: q(&agg.latency, 0.5),
+            p90: q(&agg.latency, 0.9),
+            p95: q(&agg.latency, 0.95),
+            p99: q(&agg.latency, 0.99),
+            p999: q(&agg.latency, 0.999),
+            max: if agg.latency.is_empty() {
+                0.0
+            } else {
+                ms(agg.latency.max())
+            },
+            mean: if agg.latency.is_empty() {
+                0.0
+            } else {
+                slo::round3(agg.latency.mean() / 1000.0)
+            },
+        },
+        throughput_mps: slo::round3(t.received as f64 / duration_s.max(1e-3)),
+        reconnect_ms: report::ReconnectMs {
+            p50: q(&agg.reconnect, 0.5),
+            p99: q(&agg.reconnect, 0.99),
+            max: if agg.reconnect.is_empty() {
+                0.0
+            } else {
+                ms(agg.reconnect.max())
+            },
+        },
+        errors: report::Errors {
+            count: error_count,
+            percent: if ops == 0 {
+                0.0
+            } else {
+                slo::round3(error_count as f64 * 100.0 / ops as f64)
+            },
+            samples,
+        },
+        slo: Vec::new(),
+        baseline: Vec::new(),
+        failures: Vec::new(),
+    };
+    let slos: Vec<Slo> = if cfg.slos.is_empty() {
+        default_slos()
+    } else {
+        cfg.slos.clone()
+    };
+    r.slo = slos.iter().map(|s| s.evaluate(&r)).collect();
+    if let Some(base) = &cfg.baseline {
+        r.baseline = report::compare_baseline(base, &r, cfg.max_regression_pct);
+    }
+    let mut failures = Vec::new();
+    if r.connections.succeeded == 0 {
+        let why = r
+            .errors
+            .samples
+            .first()
+            .map(|s| format!(": {}", s.message))
+            .unwrap_or_default();
+        failures.push(format!("no connection succeeded{why}"));
+    }
+    for s in r.slo.iter().filter(|s| !s.pass) {
+        failures.push(format!("SLO {} failed (measured {})", s.expr, s.value));
+    }
+    for b in r.baseline.iter().filter(|b| !b.pass) {
+        failures.push(format!(
+            "{} regressed by {:.1}% against the baseline (max {}%)",
+            b.metric, b.regression_pct, cfg.max_regression_pct
+        ));
+    }
+    r.pass = failures.is_empty();
+    r.failures = failures;
+    r
+}
+
+/// The SLOs that apply when none are given: nothing lost, duplicated,
+/// reordered or corrupted.
+pub fn default_slos() -> Vec<Slo> {
+    ["loss==0", "dup==0", "reorder==0", "corrupt==0"]
+        .iter()
+        .filter_map(|e| Slo::parse(e).ok())
+        .collect()
+}
+
+/// Once a second: roll the live latency window, show progress.
+async fn progress_task(
+    live: Arc<LiveStats>,
+    mode: Progress,
+    phases: Vec<String>,
+    done: CancellationToken,
+) {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = (mode == Progress::Auto && terminal).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    });
+    let plain = mode == Progress::Plain || (mode == Progress::Auto && !terminal);
+    let period = Duration::from_secs(1);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut last_received = 0u64;
+    let mut last_at = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = done.cancelled() => break,
+        }
+        let received = live.received.load(Ordering::Relaxed);
+        let now = Instant::now();
+        live.roll_window(received.saturating_sub(last_received), now - last_at);
+        last_received = received;
+        last_at = now;
+        let snap = live.snapshot();
+        let name = phases.get(snap.phase).map(String::as_str).unwrap_or("");
+        let line = snap.line(name);
+        if let Some(bar) = &bar {
+            bar.set_message(line);
+        } else if plain {
+            eprintln!("{line}");
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
 }
