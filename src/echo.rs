@@ -448,7 +448,10 @@ impl Conn {
                 )
                 .await
             }
-            Err(err) => tracing::debug!(error = %err, "connection ended with an error"),
+            Err(err) => {
+                tracing::debug!(error = %err, "connection ended with an error");
+                fail_connection(&mut ws, &err).await;
+            }
         }
         self.release_session();
     }
@@ -476,7 +479,11 @@ impl Conn {
             };
             let msg = match item {
                 None => return Ok(End::Peer),
-                Some(Err(err)) => return Err(err),
+                Some(Err(err)) => {
+                    // Echoes of the messages before the bad frame still go out.
+                    let _ = ws.flush().await;
+                    return Err(err);
+                }
                 Some(Ok(msg)) => msg,
             };
             match msg {
@@ -658,6 +665,30 @@ async fn close_and_drain(ws: &mut WebSocketStream<TcpStream>, code: CloseCode, r
             return;
         }
         while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// _Fail the WebSocket Connection_ (RFC 6455 §7.1.7): after a protocol
+/// error tungstenite stops writing, so the close frame (1002 protocol error,
+/// 1007 bad UTF-8, 1009 too big) is written raw before the TCP close.
+async fn fail_connection(
+    ws: &mut WebSocketStream<TcpStream>,
+    err: &tokio_tungstenite::tungstenite::Error,
+) {
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Error;
+    let code: u16 = match err {
+        Error::Protocol(_) => 1002,
+        Error::Utf8(_) => 1007,
+        Error::Capacity(_) => 1009,
+        _ => return,
+    };
+    let [hi, lo] = code.to_be_bytes();
+    let tcp = ws.get_mut();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(&[0x88, 0x02, hi, lo]).await;
+        let _ = tcp.shutdown().await;
     })
     .await;
 }

@@ -55,6 +55,11 @@ pub enum LinkCommand {
     /// Write this close frame (already encoded, masked as needed) to the
     /// link's writer, then wait for the closing handshake.
     Close(Bytes),
+    /// Keep relaying until the reader's side closes (or a second passes),
+    /// then write this close frame instead of forwarding that side's close.
+    /// Used when the other side sent a malformed frame: its earlier messages
+    /// still get their answers before it is told 1002.
+    CloseAfterPeer(Bytes),
     /// End the connection without a close frame.
     Cut(CutMode),
 }
@@ -168,6 +173,33 @@ impl ConnShared {
         self.closing.store(true, Ordering::Release);
         self.post(StreamDir::Upstream, LinkCommand::Cut(mode));
         self.post(StreamDir::Downstream, LinkCommand::Cut(mode));
+    }
+
+    /// Fails the connection because `sender` broke the protocol: 1001 to the
+    /// peer at once, `code` to the sender once the peer has answered (see
+    /// [`LinkCommand::CloseAfterPeer`]).
+    pub fn fail_from(&self, sender: StreamDir, code: u16, reason: &str) -> bool {
+        if !self.start_closing() {
+            return false;
+        }
+        let encode = |f: crate::frame::Frame| {
+            let mut buf = bytes::BytesMut::new();
+            f.encode(&mut buf);
+            buf.freeze()
+        };
+        let (peer_mask, sender_mask) = match sender {
+            StreamDir::Upstream => (Some(rand::random()), None),
+            StreamDir::Downstream => (None, Some(rand::random())),
+        };
+        let other = match sender {
+            StreamDir::Upstream => StreamDir::Downstream,
+            StreamDir::Downstream => StreamDir::Upstream,
+        };
+        let to_peer = crate::frame::Frame::close(1001, "going away", peer_mask);
+        let to_sender = crate::frame::Frame::close(code, reason, sender_mask);
+        self.post(sender, LinkCommand::Close(encode(to_peer)));
+        self.post(other, LinkCommand::CloseAfterPeer(encode(to_sender)));
+        true
     }
 
     /// Sends close frames to both sides: `to_client` through the downstream

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
@@ -127,6 +127,8 @@ struct State {
     writer_shut: bool,
     /// The other link ended at this instant.
     peer_done_at: Option<Instant>,
+    /// A close frame to write once the reader's side has closed (or at the instant).
+    pending_close: Option<(Bytes, Instant)>,
     /// Settings changes (toxics added or removed), to wake an idle link.
     changes: tokio::sync::watch::Receiver<u64>,
     /// False once the proxy is gone (the sender dropped).
@@ -165,6 +167,7 @@ pub async fn run(link: Link) {
         peer_done_at: None,
         changes,
         watching: true,
+        pending_close: None,
     };
     state.refresh_toxics();
     if !state.buf.is_empty() {
@@ -285,6 +288,15 @@ impl State {
                     return End::PeerGone;
                 }
             }
+            if self
+                .pending_close
+                .as_ref()
+                .is_some_and(|(_, at)| *at <= now)
+            {
+                if let Some(end) = self.send_pending_close(false).await {
+                    return end;
+                }
+            }
             if let Err(end) = self.release_due(now).await {
                 return end;
             }
@@ -308,6 +320,9 @@ impl State {
             }
             if let Mode::Closing { deadline } = self.mode {
                 min_with(Some(deadline));
+            }
+            if let Some((_, at)) = &self.pending_close {
+                min_with(Some(*at));
             }
             if let Some(at) = self.peer_done_at {
                 min_with(Some(at + PEER_DONE_GRACE));
@@ -370,7 +385,11 @@ impl State {
     async fn on_command(&mut self, command: LinkCommand) -> Option<End> {
         match command {
             LinkCommand::Cut(mode) => Some(End::Cut(mode)),
-            LinkCommand::Close(frame) => {
+            LinkCommand::CloseAfterPeer(frame) if self.mode == Mode::Relaying => {
+                self.pending_close = Some((frame, Instant::now() + CLOSE_WAIT));
+                None
+            }
+            LinkCommand::Close(frame) | LinkCommand::CloseAfterPeer(frame) => {
                 if self.mode == Mode::Relaying || self.mode == Mode::Blackhole {
                     // Release what is queued first: the close comes after it.
                     let far = Instant::now() + Duration::from_secs(3600);
@@ -391,7 +410,36 @@ impl State {
         }
     }
 
+    /// Writes the deferred close frame (after whatever is queued). With
+    /// `peer_replied` the reader's side has closed already: the link is done.
+    async fn send_pending_close(&mut self, peer_replied: bool) -> Option<End> {
+        let (frame, _) = self.pending_close.take()?;
+        let far = Instant::now() + Duration::from_secs(3600);
+        let _ = self.release_due(far).await;
+        if !self.writer_shut
+            && write_all(&self.link.writer, &frame, &self.link.conn, self.stream())
+                .await
+                .is_err()
+        {
+            return Some(End::Reset);
+        }
+        self.mode = if peer_replied {
+            Mode::Done
+        } else {
+            Mode::Closing {
+                deadline: Instant::now() + CLOSE_WAIT,
+            }
+        };
+        None
+    }
+
     async fn on_eof(&mut self) -> Result<(), End> {
+        if self.pending_close.is_some() {
+            if let Some(end) = self.send_pending_close(true).await {
+                return Err(end);
+            }
+            return Err(End::Eof);
+        }
         if self.chain.is_empty() {
             // Pass-through: the FIN follows whatever is queued.
             if self.queue.is_empty() {
@@ -655,11 +703,7 @@ impl State {
             reason,
             "closing connection"
         );
-        let (to_client, to_server) = match self.stream() {
-            StreamDir::Upstream => ((sender_code, reason), (1001, "going away")),
-            StreamDir::Downstream => ((1001, "going away"), (sender_code, reason)),
-        };
-        self.link.conn.close_both(to_client, to_server);
+        self.link.conn.fail_from(self.stream(), sender_code, reason);
         End::Closed
     }
 
@@ -670,6 +714,7 @@ impl State {
         let mut messages = 0u64;
         let mut data = false;
         let mut protocol_end = None;
+        let mut peer_close = None;
         loop {
             let header = match parse_header(&self.buf[offset..]) {
                 Ok(Some(h)) => h,
@@ -692,6 +737,12 @@ impl State {
                 protocol_end = Some(end);
                 break;
             }
+            if header.opcode == Opcode::Close && self.pending_close.is_some() {
+                // The peer answered the proxy's 1001: the deferred close
+                // goes out instead of this reply.
+                peer_close = Some(total);
+                break;
+            }
             frames[header.opcode.index()] += 1;
             if header.opcode.is_data() {
                 data = true;
@@ -707,23 +758,33 @@ impl State {
         }
         if offset > 0 {
             self.account(&frames, messages, offset as u64, data, now);
-            let chunk = self.buf.split_to(offset);
-            if write_all(&self.link.writer, &chunk, &self.link.conn, self.stream())
-                .await
-                .is_err()
+            // Written from the buffer itself, then skipped: no allocation.
+            if write_all(
+                &self.link.writer,
+                &self.buf[..offset],
+                &self.link.conn,
+                self.stream(),
+            )
+            .await
+            .is_err()
             {
                 return Err(End::Reset);
             }
+            self.buf.advance(offset);
             let delay = Instant::now().saturating_duration_since(now).as_secs_f64();
             for _ in 0..frames.iter().sum::<u64>() {
                 self.delay.observe(delay);
             }
             self.delay.flush();
-            // Reuse the allocation when nothing else holds it.
-            drop(chunk);
         }
         if protocol_end.is_some() {
             self.buf.clear();
+        }
+        if peer_close.is_some() {
+            self.buf.clear();
+            if let Some(end) = self.send_pending_close(true).await {
+                return Err(end);
+            }
         }
         match protocol_end {
             Some(End::Closed) => Ok(()),
@@ -795,6 +856,17 @@ impl State {
                     break;
                 }
             };
+            if header.opcode == Opcode::Close && self.pending_close.is_some() {
+                // The peer answered the proxy's 1001 (see process_fast).
+                self.buf.clear();
+                if bytes > 0 {
+                    self.account(&frames, messages, bytes, data, now);
+                }
+                if let Some(end) = self.send_pending_close(true).await {
+                    return Err(end);
+                }
+                return Ok(());
+            }
             frames[header.opcode.index()] += 1;
             bytes += header.wire_len();
             if header.opcode.is_data() {
