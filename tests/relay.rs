@@ -371,3 +371,99 @@ asyncio.run(main())
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+#[tokio::test]
+async fn wss_upstreams_are_verified_and_relayed() {
+    let Ok(out) = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+    else {
+        skip_or_fail("openssl is not installed (scripts/test.sh installs it)");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().expect("tmp");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let Some(server) = PyEcho::start_with(&[
+        "--tls",
+        cert.to_str().expect("utf8"),
+        key.to_str().expect("utf8"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let upstream = format!("wss://localhost:{}/", server.addr.port());
+    for (trusted, expect_ok) in [(true, true), (false, false)] {
+        let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsfault"));
+        cmd.args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--admin",
+            &admin.to_string(),
+        ])
+        .stderr(std::process::Stdio::null());
+        if trusted {
+            cmd.env("SSL_CERT_FILE", &cert);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        let child = cmd.spawn().expect("spawn proxy");
+        let _guard = ChildGuard(child);
+        wait_listening(admin).await;
+        let (_, body) = http(admin, "GET", "/proxies/default", None).await;
+        let view: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let listen = view["listen"].as_str().expect("listen").to_string();
+        let result = tokio_tungstenite::connect_async(format!("ws://{listen}/tls")).await;
+        if expect_ok {
+            let (mut ws, _) = result.expect("connect through the wss upstream");
+            ws.send(Message::text("over tls")).await.expect("send");
+            assert_eq!(
+                ws.next().await.expect("echo").expect("frame"),
+                Message::text("over tls")
+            );
+        } else {
+            let err = result.expect_err("an untrusted certificate must fail");
+            assert!(err.to_string().contains("502"), "{err}");
+        }
+    }
+}
+
+/// Kills and reaps a child process when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

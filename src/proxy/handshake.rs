@@ -153,7 +153,15 @@ async fn connect_upstream(
     proxy: &ProxyShared,
     authority: &str,
 ) -> Result<TcpStream, Response<ProxyBody>> {
-    let result = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await;
+    let tls = proxy.settings.load().upstream.tls;
+    let connect = async {
+        if tls {
+            super::tls::connect(authority).await
+        } else {
+            TcpStream::connect(authority).await
+        }
+    };
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, connect).await;
     match result {
         Ok(Ok(tcp)) => {
             let _ = tcp.set_nodelay(true);

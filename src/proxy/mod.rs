@@ -10,6 +10,7 @@ pub mod conn;
 pub mod handshake;
 pub mod listener;
 pub mod relay;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -67,11 +68,6 @@ impl UpstreamTarget {
                 "upstream {text:?} is invalid: valid forms are host:port, ws://host:port[/prefix], wss://host:port[/prefix]"
             ));
         };
-        if tls {
-            return Err(format!(
-                "upstream {text:?}: wss:// upstreams are not supported by this build: use ws://host:port or host:port"
-            ));
-        }
         Ok(UpstreamTarget {
             authority,
             tls,
@@ -924,6 +920,11 @@ mod tests {
             "/a?b"
         );
         assert!(UpstreamTarget::parse("http://h:1").is_err());
+        let t = UpstreamTarget::parse("wss://example.com/ws").expect("valid");
+        assert_eq!(
+            (t.authority.as_str(), t.tls, t.prefix.as_str()),
+            ("example.com:443", true, "/ws")
+        );
         assert!(UpstreamTarget::parse("nope").is_err());
     }
 }
