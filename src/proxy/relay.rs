@@ -451,29 +451,13 @@ impl State {
             .queue
             .back()
             .map_or(now, |(o, _)| o.not_before.max(now));
-        self.scratch.clear();
-        let facts = self.link.facts.clone();
-        let conn = self.link.conn.clone();
-        let base = ChainCx {
-            now,
-            to_server: self.to_server(),
-            activity: &conn.activity,
-            facts: &facts,
-        };
-        let mut outputs = std::mem::take(&mut self.scratch);
-        run_chain(
-            &mut self.chain,
-            Output {
+        self.chain_step(now, |chain, base, out| {
+            let eof = Output {
                 not_before: ready,
                 item: Item::Eof,
-            },
-            &base,
-            &mut outputs,
-        );
-        for output in outputs.drain(..) {
-            self.enqueue(output, now);
-        }
-        self.scratch = outputs;
+            };
+            run_chain(chain, eof, base, out);
+        });
         // Stop reading: drain the queue and finish.
         let far = Instant::now() + Duration::from_secs(3600);
         loop {
@@ -495,6 +479,29 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Runs one step of the toxic chain (an item through it, or a toxic's
+    /// timer) and queues what comes out.
+    fn chain_step(
+        &mut self,
+        now: Instant,
+        step: impl FnOnce(&mut [ActiveToxic], &ChainCx<'_>, &mut Vec<Output>),
+    ) {
+        let conn = self.link.conn.clone();
+        let facts = self.link.facts.clone();
+        let base = ChainCx {
+            now,
+            to_server: self.to_server(),
+            activity: &conn.activity,
+            facts: &facts,
+        };
+        let mut outputs = std::mem::take(&mut self.scratch);
+        step(&mut self.chain, &base, &mut outputs);
+        for output in outputs.drain(..) {
+            self.enqueue(output, now);
+        }
+        self.scratch = outputs;
     }
 
     fn enqueue(&mut self, output: Output, read_at: Instant) {
@@ -603,25 +610,13 @@ impl State {
             return Ok(());
         }
         let conn = self.link.conn.clone();
-        let facts = self.link.facts.clone();
         let mut fired = false;
         for i in 0..self.chain.len() {
             let due = self.chain[i]
                 .next_deadline(now, &conn.activity)
                 .is_some_and(|t| t <= now);
             if due {
-                let base = ChainCx {
-                    now,
-                    to_server: self.to_server(),
-                    activity: &conn.activity,
-                    facts: &facts,
-                };
-                let mut outputs = std::mem::take(&mut self.scratch);
-                run_deadline(&mut self.chain, i, &base, &mut outputs);
-                for output in outputs.drain(..) {
-                    self.enqueue(output, now);
-                }
-                self.scratch = outputs;
+                self.chain_step(now, |chain, base, out| run_deadline(chain, i, base, out));
                 fired = true;
             }
         }
@@ -823,8 +818,6 @@ impl State {
         let mut bytes = 0u64;
         let mut data = false;
         let mut protocol_end = None;
-        let conn = self.link.conn.clone();
-        let facts = self.link.facts.clone();
         loop {
             let header = match parse_header(&self.buf) {
                 Ok(Some(h)) => h,
@@ -880,26 +873,13 @@ impl State {
                     .metrics
                     .close(frame.close_code(), self.sender_label());
             }
-            let base = ChainCx {
-                now,
-                to_server: self.to_server(),
-                activity: &conn.activity,
-                facts: &facts,
-            };
-            let mut outputs = std::mem::take(&mut self.scratch);
-            run_chain(
-                &mut self.chain,
-                Output {
+            self.chain_step(now, |chain, base, out| {
+                let input = Output {
                     not_before: now,
                     item: Item::Frame(frame),
-                },
-                &base,
-                &mut outputs,
-            );
-            for output in outputs.drain(..) {
-                self.enqueue(output, now);
-            }
-            self.scratch = outputs;
+                };
+                run_chain(chain, input, base, out);
+            });
             if !self.in_message {
                 self.refresh_toxics();
             }
