@@ -186,3 +186,71 @@ async fn port_zero_is_reported_and_sigterm_closes_with_1001() {
     let json: serde_json::Value = serde_json::from_str(conn_line).expect("json log line");
     assert!(conn_line.contains("conn_id"), "{json}");
 }
+
+#[tokio::test]
+async fn over_capacity_clients_get_503_and_existing_connections_keep_working() {
+    // 100 descriptors: 25 reserved, room for 37 proxied connections.
+    let echo = tungstenite_echo().await;
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let script = format!(
+        "ulimit -n 100 && exec {BIN} proxy --listen {listen} --upstream {echo} --admin {admin}"
+    );
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn proxy");
+    let mut child = Child(child);
+    wait_listening(admin).await;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..45 {
+        match tokio_tungstenite::connect_async(format!("ws://{listen}/")).await {
+            Ok((ws, _)) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(open.len(), 37, "capacity from the open-file limit");
+    assert_eq!(refused, 8);
+    // No busy loop while refusing: the proxy stays nearly idle.
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        fields
+            .get(11)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+    };
+    let pid = child.0.id();
+    let before = cpu(pid);
+    for _ in 0..20 {
+        let _ = tokio_tungstenite::connect_async(format!("ws://{listen}/")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ticks = cpu(pid) - before;
+    assert!(ticks < 50, "proxy used {ticks} ticks while refusing");
+    // Existing connections are unaffected.
+    use futures_util::{SinkExt, StreamExt};
+    for ws in open.iter_mut().take(5) {
+        ws.send(tokio_tungstenite::tungstenite::Message::text("still fine"))
+            .await
+            .expect("send");
+        let echoed = ws.next().await.expect("echo").expect("frame");
+        assert_eq!(echoed.into_text().expect("text").as_str(), "still fine");
+    }
+    let _ = child.0.kill();
+}

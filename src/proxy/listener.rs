@@ -32,7 +32,8 @@ impl Running {
     }
 }
 
-/// File descriptors kept back for the admin API, logs and the refusal path.
+/// File descriptors kept back for the admin API, logs and the refusal path
+/// (at most a quarter of the limit).
 const RESERVED_FDS: u64 = 64;
 
 /// Raises the soft open-file limit to the hard one and returns how many
@@ -48,7 +49,8 @@ pub fn connection_capacity() -> usize {
         }
         Err(_) => 1024,
     };
-    (limit.saturating_sub(RESERVED_FDS) / 2).max(1) as usize
+    let reserved = RESERVED_FDS.min(limit / 4);
+    (limit.saturating_sub(reserved) / 2).max(1) as usize
 }
 
 /// Binds `listen` with a deep backlog and starts accepting.
