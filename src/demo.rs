@@ -2,8 +2,9 @@
 //!
 //! Starts `wsfault echo` and a proxy on free loopback ports, applies a
 //! scenario's toxics (a built-in mobile-network one by default), runs the
-//! load client in resume mode with reconnect, flips one toxic through the
-//! admin API halfway through, and ends with the verdict table.
+//! load client in resume mode with reconnect, adds one toxic (connection
+//! resets) through the admin API halfway through, and ends with the verdict
+//! table.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,7 +69,7 @@ fn builtin_toxics() -> Vec<ToxicSpec> {
     ]
 }
 
-/// The toxic the built-in scenario switches on halfway: dropped connections.
+/// The toxic switched on halfway (on top of any scenario): dropped connections.
 fn builtin_flip() -> ToxicSpec {
     toxic(
         "tunnel-drops",
@@ -181,33 +182,32 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<()> {
     cfg.reconnect = true;
     let load = tokio::spawn(crate::load::run(cfg));
 
-    // Halfway: flip one toxic through the admin API.
+    // Halfway: flip one toxic through the admin API. It is added on top of
+    // the scenario's toxics rather than removing one of them, so that faults
+    // timed from a connection's start (a close after 10 s, a partition
+    // window) still fire in a run of the default length.
     tokio::time::sleep(args.duration / 2).await;
-    let flip = match toxics.first() {
-        Some(first) if args.scenario.is_some() => {
-            let (status, body) = admin_request(
-                admin_addr,
-                "DELETE",
-                &format!("/proxies/demo/toxics/{}", first.name),
-                "",
-            )
-            .await?;
-            format!(
-                "removed toxic {} (DELETE → {status}) {}",
-                first.name,
-                body.trim()
-            )
-        }
-        _ => {
-            let flip = builtin_flip();
-            let body = serde_json::to_string(&flip)?;
-            let (status, _) =
-                admin_request(admin_addr, "POST", "/proxies/demo/toxics", &body).await?;
-            format!(
-                "added toxic {} ({}: reset about 1 in 100 server messages) (POST → {status})",
-                flip.name, flip.kind
-            )
-        }
+    let flip = builtin_flip();
+    let flip = if toxics.iter().any(|t| t.name == flip.name) {
+        let (status, body) = admin_request(
+            admin_addr,
+            "DELETE",
+            &format!("/proxies/demo/toxics/{}", flip.name),
+            "",
+        )
+        .await?;
+        format!(
+            "removed toxic {} (DELETE → {status}) {}",
+            flip.name,
+            body.trim()
+        )
+    } else {
+        let body = serde_json::to_string(&flip)?;
+        let (status, _) = admin_request(admin_addr, "POST", "/proxies/demo/toxics", &body).await?;
+        format!(
+            "added toxic {} ({}: reset about 1 in 100 server messages) (POST → {status})",
+            flip.name, flip.kind
+        )
     };
     eprintln!("\n>> halfway: {flip}\n");
 
