@@ -34,25 +34,7 @@ const LONGER: &[(&str, &str, &str)] = &[(
 /// removed. Both are bugs of the load client (src/load/client.rs), not of
 /// the scenarios: each scenario is valid per SPEC §3 and its fault is one
 /// a resume-protocol client must survive.
-const KNOWN_FAILING: &[(&str, &str, &str)] = &[
-    (
-        "duplicate-delivery",
-        "FAIL: SLO dup==0 failed",
-        "the load client counts an echo whose seq was already delivered (a wire \
-         duplicate from the `duplicate` toxic) as `duplicated`, although the resume \
-         protocol discards it by seq and the application never sees it twice; \
-         SPEC §8 requires duplicated = 0 behind any fault scenario.",
-    ),
-    (
-        "fragmenting-intermediary",
-        "expected a welcome, got a ping",
-        "the load client takes the first message after its hello to be the \
-         welcome and fails the connection when it is a ping, which the \
-         `fragment` toxic (interleave_ping) legally puts between the welcome's \
-         fragments (RFC 6455 §5.4), so no connection gets through while the \
-         toxic is on.",
-    ),
-];
+const KNOWN_FAILING: &[(&str, &str, &str)] = &[];
 
 /// What one demo run showed.
 struct Outcome {

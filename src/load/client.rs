@@ -524,7 +524,12 @@ impl Slot {
         let first = loop {
             let retry = tokio::time::Instant::now() + sock.hello_timeout;
             tokio::select! {
-                item = stream.next() => break Ok(item),
+                item = stream.next() => match item {
+                    // Control frames may come first (an intermediary's
+                    // interleaved pings); tungstenite answers pings itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    other => break Ok(other),
+                },
                 _ = tokio::time::sleep_until(retry.min(welcome_deadline)) => {
                     if tokio::time::Instant::now() >= welcome_deadline {
                         break Err(());
@@ -968,6 +973,9 @@ struct Pending {
 }
 
 /// Resume-mode state that lives across reconnects of one slot.
+/// How many delivered seqs remember their cseq (see `ResumeState::seq_cseq`).
+const SEQ_MEMORY: usize = 100_000;
+
 struct ResumeState {
     session: String,
     slot: u32,
@@ -981,6 +989,10 @@ struct ResumeState {
     buffer: BTreeMap<u64, (u64, bool)>,
     /// Seqs given up on (never replayed); a late arrival counts as reordered.
     skipped: BTreeSet<u64>,
+    /// The cseq each delivered seq carried (the most recent ones), so that a
+    /// byte-identical second copy — a transport duplicate, which the resume
+    /// protocol discards by seq — is told from a server reusing a seq.
+    seq_cseq: BTreeMap<u64, u64>,
     gap_since: Option<Instant>,
     /// Replays that skipped the current `expected`.
     gap_misses: u32,
@@ -999,6 +1011,7 @@ impl ResumeState {
             expected: 1,
             buffer: BTreeMap::new(),
             skipped: BTreeSet::new(),
+            seq_cseq: BTreeMap::new(),
             gap_since: None,
             gap_misses: 0,
             resend_after: ctx.resend_after,
@@ -1072,8 +1085,9 @@ impl ResumeState {
             }
             if self.skipped.remove(&seq) {
                 slot.res.reordered += 1;
-                self.deliver(cseq, body_ok, now, slot);
-            } else {
+                self.deliver_seq(seq, cseq, body_ok, now, slot);
+            } else if self.seq_cseq.get(&seq) != Some(&cseq) {
+                // Not a copy of what that seq carried: the server reused it.
                 slot.res.duplicated += 1;
             }
             return false;
@@ -1086,15 +1100,15 @@ impl ResumeState {
             _ => false,
         };
         if seq == self.expected {
-            self.deliver(cseq, body_ok, now, slot);
+            self.deliver_seq(seq, cseq, body_ok, now, slot);
             self.expected += 1;
             self.gap_misses = 0;
             self.drain_buffer(now, slot);
             return false;
         }
-        if self.buffer.contains_key(&seq) {
+        if let Some(&(buffered_cseq, _)) = self.buffer.get(&seq) {
             let provisional = sock.hellos.front().is_some_and(|h| seq > h.ack);
-            if !window_hit && !provisional {
+            if !window_hit && !provisional && buffered_cseq != cseq {
                 slot.res.duplicated += 1;
             }
             return false;
@@ -1127,7 +1141,7 @@ impl ResumeState {
 
     fn drain_buffer(&mut self, now: Instant, slot: &mut Slot) {
         while let Some((cseq, ok)) = self.buffer.remove(&self.expected) {
-            self.deliver(cseq, ok, now, slot);
+            self.deliver_seq(self.expected, cseq, ok, now, slot);
             self.expected += 1;
         }
         self.gap_since = if self.buffer.is_empty() {
@@ -1152,6 +1166,15 @@ impl ResumeState {
         }
         self.gap_misses = 0;
         self.drain_buffer(now, slot);
+    }
+
+    /// Delivers the echo of `seq`, remembering which cseq it carried.
+    fn deliver_seq(&mut self, seq: u64, cseq: u64, body_ok: bool, now: Instant, slot: &mut Slot) {
+        self.seq_cseq.insert(seq, cseq);
+        if self.seq_cseq.len() > SEQ_MEMORY {
+            self.seq_cseq.pop_first();
+        }
+        self.deliver(cseq, body_ok, now, slot);
     }
 
     /// Hands one echo to the "application": exactly-once accounting by cseq.

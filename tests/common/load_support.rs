@@ -79,7 +79,10 @@ pub enum Fault {
     SkipEcho(u64),
     /// Resume mode: seq S is never sent, live or in a replay.
     ResumeSkip(u64),
-    /// Resume mode: seq S is sent twice (live).
+    /// Resume mode: the message after seq S is given seq S again (a server
+    /// whose sequence counter did not advance). A byte-identical second copy
+    /// would be indistinguishable from a wire duplicate, which the resume
+    /// protocol discards by seq.
     ResumeRepeat(u64),
     /// No resume protocol at all: every message is echoed unchanged.
     PlainEcho,
@@ -96,6 +99,7 @@ pub async fn start_broken(fault: Fault) -> SocketAddr {
                     return;
                 };
                 let mut index = 0u64;
+                let mut reused = false;
                 let mut held: Option<Message> = None;
                 // Resume state (one session per connection is enough here).
                 let mut next_seq = 1u64;
@@ -162,8 +166,16 @@ pub async fn start_broken(fault: Fault) -> SocketAddr {
                                     if !seen.insert(cseq) {
                                         continue;
                                     }
-                                    let seq = next_seq;
-                                    next_seq += 1;
+                                    let seq = match fault {
+                                        Fault::ResumeRepeat(s) if next_seq == s + 1 && !reused => {
+                                            reused = true;
+                                            s
+                                        }
+                                        _ => {
+                                            next_seq += 1;
+                                            next_seq - 1
+                                        }
+                                    };
                                     let echo = serde_json::json!({
                                         "type": "echo", "seq": seq, "cseq": cseq, "body": v["body"]
                                     })
@@ -172,18 +184,8 @@ pub async fn start_broken(fault: Fault) -> SocketAddr {
                                     if Some(seq) == skip {
                                         continue;
                                     }
-                                    let times = match fault {
-                                        Fault::ResumeRepeat(s) if s == seq => 2,
-                                        _ => 1,
-                                    };
-                                    for _ in 0..times {
-                                        if ws
-                                            .send(Message::Text(echo.clone().into()))
-                                            .await
-                                            .is_err()
-                                        {
-                                            return;
-                                        }
+                                    if ws.send(Message::Text(echo.into())).await.is_err() {
+                                        return;
                                     }
                                 }
                                 _ => {
