@@ -413,6 +413,7 @@ impl Slot {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ctx = self.ctx.clone();
         let stop = self.stop.clone();
+        let mut settled: Option<Instant> = None;
         let end = loop {
             let draining = self.drain_deadline.is_some();
             tokio::select! {
@@ -450,7 +451,12 @@ impl Slot {
                 && shared.done.load(Ordering::Acquire)
                 && check.received >= shared.sent.load(Ordering::Acquire)
             {
-                break SessionEnd::Finished;
+                // Everything is echoed; stay a moment for stray copies
+                // (duplicates) so they are counted, then finish.
+                let until = *settled.get_or_insert_with(|| Instant::now() + ECHO_LINGER);
+                if Instant::now() >= until {
+                    break SessionEnd::Finished;
+                }
             }
         };
         writer_stop.cancel();
@@ -973,6 +979,10 @@ struct Pending {
 }
 
 /// Resume-mode state that lives across reconnects of one slot.
+/// Echo mode: how long a draining connection stays open after its last
+/// echo, so that late duplicates are counted.
+const ECHO_LINGER: Duration = Duration::from_millis(300);
+
 /// How many delivered seqs remember their cseq (see `ResumeState::seq_cseq`).
 const SEQ_MEMORY: usize = 100_000;
 
