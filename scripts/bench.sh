@@ -41,6 +41,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   cat "$out.new"
   echo
+  [ -f benches/NOTES.md ] && { cat benches/NOTES.md; echo; }
   echo "---"
   echo
   echo "_Run: \`scripts/bench.sh $*\` (release builds), started $start, commit $(git rev-parse --short HEAD)._"
