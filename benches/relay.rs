@@ -442,8 +442,14 @@ async fn main() {
         direct.p50_us / 1000.0,
         direct.p99_us / 1000.0
     );
-    let (a50, a99) = ((lat.p50_us - direct.p50_us) / 1000.0, (lat.p99_us - direct.p99_us) / 1000.0);
-    let (b50, b99) = ((lat.p50_us - plain.p50_us) / 1000.0, (lat.p99_us - plain.p99_us) / 1000.0);
+    let (a50, a99) = (
+        (lat.p50_us - direct.p50_us) / 1000.0,
+        (lat.p99_us - direct.p99_us) / 1000.0,
+    );
+    let (b50, b99) = (
+        (lat.p50_us - plain.p50_us) / 1000.0,
+        (lat.p99_us - plain.p99_us) / 1000.0,
+    );
     println!(
         "  - vs direct: p50 **{}**, p99 **{}**; vs the proxy without the toxic (p50 {:.2} ms, p99 {:.2} ms): added p50 {b50:.2} ms (**{}**), added p99 {b99:.2} ms (**{}**)",
         verdict_ms(a50, 1.0),
@@ -570,7 +576,12 @@ async fn capacity_check(echo_addr: SocketAddr) {
     let Ok(child) = Command::new("prlimit")
         .args(["--nofile=1064:1064", "--", BIN, "proxy", "--listen"])
         .arg(addr.to_string())
-        .args(["--upstream", &echo_addr.to_string(), "--admin", &admin.to_string()])
+        .args([
+            "--upstream",
+            &echo_addr.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
         .env("RUST_LOG", "error")
         .stderr(Stdio::null())
         .spawn()
@@ -611,7 +622,10 @@ async fn capacity_check(echo_addr: SocketAddr) {
     let mut alive = 0;
     for ws in held.iter_mut() {
         if ws.send(Message::text("still here")).await.is_ok()
-            && matches!(tokio::time::timeout(Duration::from_secs(5), ws.next()).await, Ok(Some(Ok(_))))
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
+                Ok(Some(Ok(_)))
+            )
         {
             alive += 1;
         }
