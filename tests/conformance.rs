@@ -140,10 +140,28 @@ async fn assert_identical(
             .iter()
             .filter(|o| !seen_direct.contains(o))
             .collect();
-        if !unexplained.is_empty() {
-            failures.push(format!(
-                "{case}: direct {seen_direct:?} vs proxied {seen_proxied:?}"
-            ));
+        if unexplained.is_empty() {
+            continue;
+        }
+        // OK vs NON-STRICT with the same close behaviour and code is a
+        // timing difference (under load the proxy hands two chopped frames
+        // to the server in one segment, so it sees the bad frame before its
+        // echo leaves): both are passes. Reported, not failed.
+        let timing_only = unexplained.iter().all(|(b, c, code)| {
+            seen_direct.iter().any(|(db, dc, dcode)| {
+                dc == c
+                    && dcode == code
+                    && matches!(
+                        (db.as_str(), b.as_str()),
+                        ("OK", "NON-STRICT") | ("NON-STRICT", "OK")
+                    )
+            })
+        });
+        let line = format!("{case}: direct {seen_direct:?} vs proxied {seen_proxied:?}");
+        if timing_only {
+            eprintln!("note: {what}: timing-only difference (OK vs NON-STRICT): {line}");
+        } else {
+            failures.push(line);
         }
     }
     assert!(
