@@ -29,6 +29,10 @@ use crate::toxics::{
 const READ_CHUNK: usize = 32 * 1024;
 /// A link stops reading while this many bytes wait in its toxic queue.
 const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+/// Timers fire on whole-millisecond ticks, rounded up: an item due within
+/// this much is released now, so held frames are on time on average rather
+/// than about half a millisecond late.
+const RELEASE_SLACK: Duration = Duration::from_micros(500);
 /// How long the proxy waits for close replies before ending both TCP connections.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long a link lives on after the other link ended, waiting for its EOF.
@@ -304,7 +308,11 @@ impl State {
                 return end;
             }
             // What to wait for.
-            let mut wake: Option<Instant> = self.queue.front().map(|(o, _)| o.not_before);
+            let mut wake: Option<Instant> = self.queue.front().map(|(o, _)| {
+                o.not_before
+                    .checked_sub(RELEASE_SLACK)
+                    .unwrap_or(o.not_before)
+            });
             let mut min_with = |t: Option<Instant>| {
                 if let Some(t) = t {
                     wake = Some(wake.map_or(t, |w| w.min(t)));
@@ -521,7 +529,7 @@ impl State {
         self.out.clear();
         let mut delays: Vec<Instant> = Vec::new();
         while let Some((front, _)) = self.queue.front() {
-            if front.not_before > now {
+            if front.not_before > now + RELEASE_SLACK {
                 break;
             }
             let Some((output, read_at)) = self.queue.pop_front() else {
@@ -1001,9 +1009,29 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
                 buf.reserve(READ_CHUNK);
             }
         }
-        match stream.try_read_buf(buf) {
+        // A read that leaves spare room in the buffer drained the socket
+        // (edge-triggered epoll): report WouldBlock to `try_io` so tokio
+        // clears the readiness now, instead of paying one more read that
+        // fails with EAGAIN at the end of every batch (what tokio's own
+        // `poll_read` does).
+        let spare = buf.capacity() - buf.len();
+        let mut got = 0;
+        let result = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = stream.try_read_buf(buf)?;
+            got = n;
+            if n > 0 && n < spare {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match result {
             Ok(n) => return Ok(n),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                if got > 0 {
+                    return Ok(got);
+                }
+            }
             Err(err) => return Err(err),
         }
     }

@@ -69,6 +69,9 @@ impl ToxicDef for DropConnection {
             done: false,
         })
     }
+    fn is_inert(&self) -> bool {
+        self.probability <= 0.0
+    }
 }
 
 struct State {

@@ -34,6 +34,9 @@ impl ToxicDef for DropControl {
             probability: self.probability,
         })
     }
+    fn is_inert(&self) -> bool {
+        self.probability <= 0.0 || !(self.ping || self.pong)
+    }
 }
 
 struct State {

@@ -27,6 +27,9 @@ impl ToxicDef for Latency {
             jitter: self.jitter,
         })
     }
+    fn is_inert(&self) -> bool {
+        self.latency == 0 && self.jitter == 0
+    }
 }
 
 struct State {

@@ -32,6 +32,9 @@ impl ToxicDef for MessageLoss {
     fn changes_payload(&self) -> bool {
         true
     }
+    fn is_inert(&self) -> bool {
+        self.probability <= 0.0
+    }
 }
 
 struct State {

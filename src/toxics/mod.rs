@@ -475,6 +475,11 @@ pub trait ToxicDef: Send + Sync + std::fmt::Debug {
     fn handshake_only(&self) -> bool {
         false
     }
+    /// Whether these attributes can never act (probability 0, zero delay):
+    /// such a toxic stays off the relay, which keeps its fast path.
+    fn is_inert(&self) -> bool {
+        false
+    }
 }
 
 /// The per-connection, per-stream state of a toxic.
@@ -606,6 +611,7 @@ impl ActiveToxic {
         let drawn = entry.spec.toxicity >= 1.0 || rng.random::<f64>() < entry.spec.toxicity;
         let matched = entry.spec.matcher.as_ref().is_none_or(|m| m.matches(facts));
         let armed_at = entry.added_at.max(facts.opened_at);
+        let inert = entry.def.is_inert();
         let state = entry.def.instantiate(&InstanceCx { armed_at });
         ActiveToxic {
             actions: metrics.toxic_actions(&entry.spec.name, &entry.spec.kind),
@@ -613,7 +619,7 @@ impl ActiveToxic {
             entry,
             state,
             rng,
-            applies: drawn && matched,
+            applies: drawn && matched && !inert,
             armed_at,
             active: false,
             tracker: MessageTracker::default(),
@@ -815,7 +821,7 @@ pub fn handshake_actions(
             entry.spec.schedule.as_ref().is_none_or(|s| {
                 s.is_active(Instant::now().saturating_duration_since(entry.added_at))
             });
-        if !(drawn && matched && scheduled) {
+        if !(drawn && matched && scheduled) || entry.def.is_inert() {
             continue;
         }
         let action = entry.def.on_handshake(&mut rng);

@@ -50,4 +50,7 @@ impl ToxicDef for RejectHandshake {
     fn handshake_only(&self) -> bool {
         true
     }
+    fn is_inert(&self) -> bool {
+        self.probability <= 0.0
+    }
 }
