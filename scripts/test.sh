@@ -43,5 +43,5 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked -- --test-threads 2
+cargo test --lib --bins --tests --locked -- --test-threads 2
 echo "== all tests passed"
