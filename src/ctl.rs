@@ -1020,26 +1020,28 @@ mod tests {
     #[test]
     fn admin_urls() {
         let t = Duration::from_secs(1);
-        let c = AdminClient::new("http://127.0.0.1:8474", None, t).unwrap();
+        let c = AdminClient::new("http://127.0.0.1:8474", None, t).expect("valid test input");
         assert_eq!(
             (c.host.as_str(), c.port, c.prefix.as_str()),
             ("127.0.0.1", 8474, "")
         );
         assert_eq!(c.authority, "127.0.0.1:8474");
-        let c = AdminClient::new("localhost:9000", Some(String::new()), t).unwrap();
+        let c =
+            AdminClient::new("localhost:9000", Some(String::new()), t).expect("valid test input");
         assert_eq!(
             (c.host.as_str(), c.port, c.token),
             ("localhost", 9000, None)
         );
-        let c = AdminClient::new("http://[::1]:8474/admin/", Some("s3cret".into()), t).unwrap();
+        let c = AdminClient::new("http://[::1]:8474/admin/", Some("s3cret".into()), t)
+            .expect("valid test input");
         assert_eq!(
             (c.host.as_str(), c.port, c.prefix.as_str()),
             ("::1", 8474, "/admin")
         );
         assert_eq!(c.display, "http://[::1]:8474/admin");
-        let c = AdminClient::new(" ", None, t).unwrap();
+        let c = AdminClient::new(" ", None, t).expect("valid test input");
         assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8474));
-        let c = AdminClient::new("http://proxy", None, t).unwrap();
+        let c = AdminClient::new("http://proxy", None, t).expect("valid test input");
         assert_eq!(c.port, 80);
         for bad in [
             "https://127.0.0.1:8474",
@@ -1113,7 +1115,7 @@ mod tests {
                          "schedule": {"start_after": 0, "duration": 5000, "period": 30000}}
                      ]}
         });
-        parse_proxy_map(body.to_string().as_bytes()).unwrap()
+        parse_proxy_map(body.to_string().as_bytes()).expect("valid test input")
     }
 
     #[test]
@@ -1156,7 +1158,7 @@ mod tests {
         let attrs = json!({"reason": "going away", "code": 1012, "opcodes": ["pong"], "mode": "reset", "p": 1.0})
             .as_object()
             .cloned()
-            .unwrap();
+            .expect("valid test input");
         assert_eq!(
             render_attributes(&attrs),
             r#"code=1012 mode=reset opcodes=["pong"] p=1 reason="going away""#
@@ -1168,12 +1170,13 @@ mod tests {
         let body = json!([{"id": 7, "client": "127.0.0.1:5000", "path": "/chat?x=1", "subprotocol": null,
                            "age_ms": 1500, "upstream": {"frames": 3, "bytes": 120},
                            "downstream": {"frames": 4, "bytes": 200}}]);
-        let connections: Vec<ConnectionView> = serde_json::from_value(body).unwrap();
+        let connections: Vec<ConnectionView> =
+            serde_json::from_value(body).expect("valid test input");
         let table = render_connections(&connections);
         assert!(table
             .lines()
             .nth(1)
-            .unwrap()
+            .expect("valid test input")
             .starts_with("7   127.0.0.1:5000  /chat?x=1"));
         assert!(table.contains("1.5s"));
         assert!(table.contains("3/120"));

@@ -223,11 +223,11 @@ mod tests {
     #[test]
     fn parses_the_spec_example() {
         let yaml = "phases:\n  - {name: ramp,  duration: 30s, connections: 500,  rate: 10}\n  - {name: hold,  duration: 60s, connections: 500}\n";
-        let phases = parse_scenario(yaml, "x.yaml", 7.0).unwrap();
+        let phases = parse_scenario(yaml, "x.yaml", 7.0).expect("valid test input");
         assert_eq!(phases.len(), 2);
         assert_eq!(phases[0].duration, Duration::from_secs(30));
         assert_eq!(phases[1].rate, 7.0);
-        let s = schedule_at(&phases, 0, Duration::from_secs(15)).unwrap();
+        let s = schedule_at(&phases, 0, Duration::from_secs(15)).expect("valid test input");
         assert!((s.target - 250.0).abs() < 1e-6);
         assert!(schedule_at(&phases, 0, Duration::from_secs(91)).is_none());
     }

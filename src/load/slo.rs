@@ -332,7 +332,7 @@ mod tests {
         ] {
             Slo::parse(e).unwrap_or_else(|err| panic!("{e}: {err}"));
         }
-        let s = Slo::parse("p99<100ms").unwrap();
+        let s = Slo::parse("p99<100ms").expect("valid test input");
         assert_eq!(s.op, Op::Lt);
         assert_eq!(s.threshold, 100.0);
     }
@@ -360,10 +360,27 @@ mod tests {
         r.latency_ms.p99 = 150.0;
         r.messages.sent = 200;
         r.messages.lost = 1;
-        assert!(!Slo::parse("p99<100ms").unwrap().evaluate(&r).pass);
-        assert!(Slo::parse("p99<0.2s").unwrap().evaluate(&r).pass);
-        let loss = Slo::parse("loss<1%").unwrap().evaluate(&r);
+        assert!(
+            !Slo::parse("p99<100ms")
+                .expect("valid test input")
+                .evaluate(&r)
+                .pass
+        );
+        assert!(
+            Slo::parse("p99<0.2s")
+                .expect("valid test input")
+                .evaluate(&r)
+                .pass
+        );
+        let loss = Slo::parse("loss<1%")
+            .expect("valid test input")
+            .evaluate(&r);
         assert!(loss.pass && (loss.value - 0.5).abs() < 1e-9);
-        assert!(!Slo::parse("loss==0").unwrap().evaluate(&r).pass);
+        assert!(
+            !Slo::parse("loss==0")
+                .expect("valid test input")
+                .evaluate(&r)
+                .pass
+        );
     }
 }
