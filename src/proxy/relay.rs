@@ -399,29 +399,22 @@ impl State {
             }
             LinkCommand::Close(frame) | LinkCommand::CloseAfterPeer(frame) => {
                 if self.mode == Mode::Relaying || self.mode == Mode::Blackhole {
-                    // Release what is queued first: the close comes after it.
-                    let far = Instant::now() + Duration::from_secs(3600);
-                    let _ = self.release_due(far).await;
-                    if !self.writer_shut
-                        && write_all(&self.link.writer, &frame, &self.link.conn, self.stream())
-                            .await
-                            .is_err()
-                    {
-                        return Some(End::Reset);
-                    }
-                    self.mode = Mode::Closing {
-                        deadline: Instant::now() + CLOSE_WAIT,
-                    };
+                    return self.write_close(frame, false).await;
                 }
                 None
             }
         }
     }
 
-    /// Writes the deferred close frame (after whatever is queued). With
-    /// `peer_replied` the reader's side has closed already: the link is done.
+    /// Writes the deferred close frame, if any (see [`Self::write_close`]).
     async fn send_pending_close(&mut self, peer_replied: bool) -> Option<End> {
         let (frame, _) = self.pending_close.take()?;
+        self.write_close(frame, peer_replied).await
+    }
+
+    /// Writes a close frame after whatever is queued, then waits for the
+    /// reader's close — or, with `peer_replied`, is done at once.
+    async fn write_close(&mut self, frame: Bytes, peer_replied: bool) -> Option<End> {
         let far = Instant::now() + Duration::from_secs(3600);
         let _ = self.release_due(far).await;
         if !self.writer_shut
