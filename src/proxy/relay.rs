@@ -29,10 +29,6 @@ use crate::toxics::{
 const READ_CHUNK: usize = 32 * 1024;
 /// A link stops reading while this many bytes wait in its toxic queue.
 const MAX_QUEUED_BYTES: usize = 1024 * 1024;
-/// Timers fire on whole-millisecond ticks, rounded up: an item due within
-/// this much is released now, so held frames are on time on average rather
-/// than about half a millisecond late.
-const RELEASE_SLACK: Duration = Duration::from_micros(500);
 /// How long the proxy waits for close replies before ending both TCP connections.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long a link lives on after the other link ended, waiting for its EOF.
@@ -308,11 +304,7 @@ impl State {
                 return end;
             }
             // What to wait for.
-            let mut wake: Option<Instant> = self.queue.front().map(|(o, _)| {
-                o.not_before
-                    .checked_sub(RELEASE_SLACK)
-                    .unwrap_or(o.not_before)
-            });
+            let mut wake: Option<Instant> = self.queue.front().map(|(o, _)| o.not_before);
             let mut min_with = |t: Option<Instant>| {
                 if let Some(t) = t {
                     wake = Some(wake.map_or(t, |w| w.min(t)));
@@ -522,7 +514,7 @@ impl State {
         self.out.clear();
         let mut delays: Vec<Instant> = Vec::new();
         while let Some((front, _)) = self.queue.front() {
-            if front.not_before > now + RELEASE_SLACK {
+            if front.not_before > now {
                 break;
             }
             let Some((output, read_at)) = self.queue.pop_front() else {
