@@ -332,15 +332,7 @@ async fn execute_toxic(
             let body = client
                 .call(Method::POST, &path, Some(Value::Object(request)))
                 .await?;
-            if json {
-                return Ok(pretty(&body));
-            }
-            let toxic = parse_json::<ToxicView>(&body, "toxic")?;
-            Ok(format!(
-                "Added toxic {} to proxy {proxy}.\n{}",
-                toxic.name,
-                render_toxics(std::slice::from_ref(&toxic))
-            ))
+            toxic_answer(&body, json, &format!("Added toxic {{}} to proxy {proxy}."))
         }
         ToxicCommand::Update {
             proxy,
@@ -369,15 +361,11 @@ async fn execute_toxic(
             let body = client
                 .call(Method::POST, &path, Some(Value::Object(request)))
                 .await?;
-            if json {
-                return Ok(pretty(&body));
-            }
-            let toxic = parse_json::<ToxicView>(&body, "toxic")?;
-            Ok(format!(
-                "Updated toxic {} on proxy {proxy}.\n{}",
-                toxic.name,
-                render_toxics(std::slice::from_ref(&toxic))
-            ))
+            toxic_answer(
+                &body,
+                json,
+                &format!("Updated toxic {{}} on proxy {proxy}."),
+            )
         }
         ToxicCommand::Remove { proxy, name } => {
             let body = client
@@ -949,6 +937,20 @@ fn render_attributes(attributes: &Map<String, Value>) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The answer to a toxic add/update: raw JSON, or `headline` (with `{}`
+/// replaced by the toxic's name) and a one-row table.
+fn toxic_answer(body: &[u8], json: bool, headline: &str) -> anyhow::Result<String> {
+    if json {
+        return Ok(pretty(body));
+    }
+    let toxic = parse_json::<ToxicView>(body, "toxic")?;
+    Ok(format!(
+        "{}\n{}",
+        headline.replacen("{}", &toxic.name, 1),
+        render_toxics(std::slice::from_ref(&toxic))
+    ))
 }
 
 #[cfg(test)]
