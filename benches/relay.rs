@@ -4,7 +4,8 @@
 //! idle proxied connection and the toxic accuracy targets. Prints a
 //! markdown report on stdout (figures as ratios to direct and to nginx).
 //!
-//! `cargo bench --bench relay -- --quick` runs a shorter version.
+//! `cargo bench --bench relay -- --quick` runs a shorter version;
+//! `-- --only toxics,memory` runs only the named sections.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -246,6 +247,15 @@ async fn main() {
     // median round kept: the cores are shared, so one slow second must not
     // decide a ratio.
     let rounds = if quick { 1 } else { 3 };
+    // `--only a,b` runs only those sections: relay, added-latency, toxics,
+    // metrics, capacity, memory.
+    let args: Vec<String> = std::env::args().collect();
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let want = |section: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == section));
     if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
         let _ = rlimit::Resource::NOFILE.set(hard, hard);
     }
@@ -321,32 +331,33 @@ async fn main() {
         .unwrap_or_default();
     println!("# wsfault benchmark\n");
     println!("Machine: {} cores, {cpu}; loopback; {} s per cell; driver: tokio-tungstenite closed loop in one process.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), secs);
-    println!("## Echo round trips (closed loop)\n");
-    println!("| conns | size | direct msg/s | wsfault msg/s | nginx msg/s | wsfault/direct | wsfault/nginx | p50 direct/wsfault/nginx (µs) | p99 direct/wsfault/nginx (µs) | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    let sizes = [64usize, 16 * 1024];
-    let conn_counts = if quick {
-        vec![1usize, 100]
-    } else {
-        vec![1usize, 100, 1000]
-    };
-    let mut verdict_cell = None;
-    for &conns in &conn_counts {
-        for &size in &sizes {
-            let (mut ds, mut ws, mut ns) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                ds.push(closed_loop(echo_addr, conns, size, secs).await);
-                ws.push(closed_loop(proxy_addr, conns, size, secs).await);
-                if nginx.is_some() {
-                    ns.push(closed_loop(nginx_addr, conns, size, secs).await);
+    if want("relay") {
+        println!("## Echo round trips (closed loop)\n");
+        println!("| conns | size | direct msg/s | wsfault msg/s | nginx msg/s | wsfault/direct | wsfault/nginx | p50 direct/wsfault/nginx (µs) | p99 direct/wsfault/nginx (µs) | errors |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let sizes = [64usize, 16 * 1024];
+        let conn_counts = if quick {
+            vec![1usize, 100]
+        } else {
+            vec![1usize, 100, 1000]
+        };
+        let mut verdict_cell = None;
+        for &conns in &conn_counts {
+            for &size in &sizes {
+                let (mut ds, mut ws, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..rounds {
+                    ds.push(closed_loop(echo_addr, conns, size, secs).await);
+                    ws.push(closed_loop(proxy_addr, conns, size, secs).await);
+                    if nginx.is_some() {
+                        ns.push(closed_loop(nginx_addr, conns, size, secs).await);
+                    }
                 }
-            }
-            let (d, w, n) = (median(ds), median(ws), (!ns.is_empty()).then(|| median(ns)));
-            let nm = n.map_or(f64::NAN, |n| n.mps);
-            if conns == 100 && size == 64 {
-                verdict_cell = Some((w.mps, d.mps, nm));
-            }
-            println!(
+                let (d, w, n) = (median(ds), median(ws), (!ns.is_empty()).then(|| median(ns)));
+                let nm = n.map_or(f64::NAN, |n| n.mps);
+                if conns == 100 && size == 64 {
+                    verdict_cell = Some((w.mps, d.mps, nm));
+                }
+                println!(
                 "| {conns} | {size} B | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} |",
                 d.mps,
                 w.mps,
@@ -361,96 +372,99 @@ async fn main() {
                 n.map_or(f64::NAN, |n| n.p99_us),
                 d.errors + w.errors + n.map_or(0, |n| n.errors)
             );
+            }
         }
-    }
 
-    if let Some((w, d, n)) = verdict_cell {
-        println!(
+        if let Some((w, d, n)) = verdict_cell {
+            println!(
             "\n- target 100 conns × 64 B ≥ 0.9× nginx: {:.2}× — **{}**; ≥ 0.7× direct: {:.2}× — **{}**",
             w / n,
             if w / n >= 0.9 { "met".to_string() } else { format!("MISSED by {:.0}%", (0.9 - w / n) / 0.9 * 100.0) },
             w / d,
             if w / d >= 0.7 { "met".to_string() } else { format!("MISSED by {:.0}%", (0.7 - w / d) / 0.7 * 100.0) },
         );
-    }
-    println!("\n## Added latency at 1 000 msg/s (100 connections × 10 msg/s, 64 B)\n");
-    let (mut ds, mut ws, mut ns) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        ds.push(run_load(echo_addr, 100, 64, secs, Some(10.0)).await);
-        ws.push(run_load(proxy_addr, 100, 64, secs, Some(10.0)).await);
-        if nginx.is_some() {
-            ns.push(run_load(nginx_addr, 100, 64, secs, Some(10.0)).await);
         }
     }
-    let (d, w) = (median_p99(ds), median_p99(ws));
-    println!("| path | p50 µs | p99 µs | added p50 µs | added p99 µs |\n|---|---|---|---|---|");
-    println!("| direct | {:.0} | {:.0} | - | - |", d.p50_us, d.p99_us);
-    println!(
-        "| wsfault | {:.0} | {:.0} | {:.0} | {:.0} |",
-        w.p50_us,
-        w.p99_us,
-        w.p50_us - d.p50_us,
-        w.p99_us - d.p99_us
-    );
-    if !ns.is_empty() {
-        let n = median_p99(ns);
+    if want("added-latency") {
+        println!("\n## Added latency at 1 000 msg/s (100 connections × 10 msg/s, 64 B)\n");
+        let (mut ds, mut ws, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ds.push(run_load(echo_addr, 100, 64, secs, Some(10.0)).await);
+            ws.push(run_load(proxy_addr, 100, 64, secs, Some(10.0)).await);
+            if nginx.is_some() {
+                ns.push(run_load(nginx_addr, 100, 64, secs, Some(10.0)).await);
+            }
+        }
+        let (d, w) = (median_p99(ds), median_p99(ws));
+        println!("| path | p50 µs | p99 µs | added p50 µs | added p99 µs |\n|---|---|---|---|---|");
+        println!("| direct | {:.0} | {:.0} | - | - |", d.p50_us, d.p99_us);
         println!(
-            "| nginx | {:.0} | {:.0} | {:.0} | {:.0} |",
-            n.p50_us,
-            n.p99_us,
-            n.p50_us - d.p50_us,
-            n.p99_us - d.p99_us
+            "| wsfault | {:.0} | {:.0} | {:.0} | {:.0} |",
+            w.p50_us,
+            w.p99_us,
+            w.p50_us - d.p50_us,
+            w.p99_us - d.p99_us
         );
-        let (wa, na) = (w.p99_us - d.p99_us, n.p99_us - d.p99_us);
-        println!(
+        if !ns.is_empty() {
+            let n = median_p99(ns);
+            println!(
+                "| nginx | {:.0} | {:.0} | {:.0} | {:.0} |",
+                n.p50_us,
+                n.p99_us,
+                n.p50_us - d.p50_us,
+                n.p99_us - d.p99_us
+            );
+            let (wa, na) = (w.p99_us - d.p99_us, n.p99_us - d.p99_us);
+            println!(
             "\n- target added p99 not above nginx's: wsfault +{wa:.0} µs vs nginx +{na:.0} µs — **{}**",
             if wa <= na { "met".to_string() } else { format!("MISSED by {:.0} µs", wa - na) }
         );
+        }
     }
+    if want("toxics") {
+        println!("\n## Toxics\n");
+        // A toxic list that never triggers (probability 0 and a non-matching match).
+        // Interleaved rounds (none, never, none, never, ...), medians compared.
+        let (mut bases, mut nevers) = (Vec::new(), Vec::new());
+        for _ in 0..rounds.max(2) {
+            bases.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"never1","type":"message_loss","stream":"upstream","attributes":{"probability":0}}"#).await;
+            admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"never2","type":"latency","match":{"path":"/nothing*"},"attributes":{"latency":500}}"#).await;
+            nevers.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            admin_delete(admin_addr, "/proxies/default/toxics/never1").await;
+            admin_delete(admin_addr, "/proxies/default/toxics/never2").await;
+        }
+        let (base, never) = (median(bases), median(nevers));
+        println!("- never-triggering toxics, 100 conns × 64 B: {:.0} msg/s vs {:.0} with none = {:.3}× (target ≥ 0.95×)", never.mps, base.mps, never.mps / base.mps);
 
-    println!("\n## Toxics\n");
-    // A toxic list that never triggers (probability 0 and a non-matching match).
-    // Interleaved rounds (none, never, none, never, ...), medians compared.
-    let (mut bases, mut nevers) = (Vec::new(), Vec::new());
-    for _ in 0..rounds.max(2) {
-        bases.push(closed_loop(proxy_addr, 100, 64, secs).await);
-        admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"never1","type":"message_loss","stream":"upstream","attributes":{"probability":0}}"#).await;
-        admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"never2","type":"latency","match":{"path":"/nothing*"},"attributes":{"latency":500}}"#).await;
-        nevers.push(closed_loop(proxy_addr, 100, 64, secs).await);
-        admin_delete(admin_addr, "/proxies/default/toxics/never1").await;
-        admin_delete(admin_addr, "/proxies/default/toxics/never2").await;
-    }
-    let (base, never) = (median(bases), median(nevers));
-    println!("- never-triggering toxics, 100 conns × 64 B: {:.0} msg/s vs {:.0} with none = {:.3}× (target ≥ 0.95×)", never.mps, base.mps, never.mps / base.mps);
-
-    // 100 ms latency at 1000 connections × 10 msg/s.
-    let lat_conns = if quick { 200 } else { 1000 };
-    let direct = run_load(echo_addr, lat_conns, 64, secs, Some(10.0)).await;
-    let plain = run_load(proxy_addr, lat_conns, 64, secs, Some(10.0)).await;
-    admin_post(
-        admin_addr,
-        "/proxies/default/toxics",
-        r#"{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":100}}"#,
-    )
-    .await;
-    let lat = run_load(proxy_addr, lat_conns, 64, secs, Some(10.0)).await;
-    admin_delete(admin_addr, "/proxies/default/toxics/lat").await;
-    println!(
+        // 100 ms latency at 1000 connections × 10 msg/s.
+        let lat_conns = if quick { 200 } else { 1000 };
+        let direct = run_load(echo_addr, lat_conns, 64, secs, Some(10.0)).await;
+        let plain = run_load(proxy_addr, lat_conns, 64, secs, Some(10.0)).await;
+        admin_post(
+            admin_addr,
+            "/proxies/default/toxics",
+            r#"{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":100}}"#,
+        )
+        .await;
+        let lat = run_load(proxy_addr, lat_conns, 64, secs, Some(10.0)).await;
+        admin_delete(admin_addr, "/proxies/default/toxics/lat").await;
+        println!(
         "- latency 100 ms at {lat_conns} conns × 10 msg/s: added p50 {:.2} ms (target 100 ± 1), added p99 {:.2} ms (target 100 ± 5); direct p50 {:.2} ms p99 {:.2} ms",
         (lat.p50_us - direct.p50_us) / 1000.0,
         (lat.p99_us - direct.p99_us) / 1000.0,
         direct.p50_us / 1000.0,
         direct.p99_us / 1000.0
     );
-    let (a50, a99) = (
-        (lat.p50_us - direct.p50_us) / 1000.0,
-        (lat.p99_us - direct.p99_us) / 1000.0,
-    );
-    let (b50, b99) = (
-        (lat.p50_us - plain.p50_us) / 1000.0,
-        (lat.p99_us - plain.p99_us) / 1000.0,
-    );
-    println!(
+        let (a50, a99) = (
+            (lat.p50_us - direct.p50_us) / 1000.0,
+            (lat.p99_us - direct.p99_us) / 1000.0,
+        );
+        let (b50, b99) = (
+            (lat.p50_us - plain.p50_us) / 1000.0,
+            (lat.p99_us - plain.p99_us) / 1000.0,
+        );
+        println!(
         "  - vs direct: p50 **{}**, p99 **{}**; vs the proxy without the toxic (p50 {:.2} ms, p99 {:.2} ms): added p50 {b50:.2} ms (**{}**), added p99 {b99:.2} ms (**{}**)",
         verdict_ms(a50, 1.0),
         verdict_ms(a99, 5.0),
@@ -460,83 +474,87 @@ async fn main() {
         verdict_ms(b99, 5.0)
     );
 
-    // 1% loss over 100 000 messages, counted by the proxy and seen by clients.
-    admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"loss","type":"message_loss","stream":"upstream","attributes":{"probability":0.01}}"#).await;
-    let total: u64 = if quick { 20_000 } else { 100_000 };
-    let lost = loss_run(proxy_addr, 100, total).await;
-    admin_delete(admin_addr, "/proxies/default/toxics/loss").await;
-    let (lo, hi) = binomial_interval(total as f64, 0.01);
-    println!(
+        // 1% loss over 100 000 messages, counted by the proxy and seen by clients.
+        admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"loss","type":"message_loss","stream":"upstream","attributes":{"probability":0.01}}"#).await;
+        let total: u64 = if quick { 20_000 } else { 100_000 };
+        let lost = loss_run(proxy_addr, 100, total).await;
+        admin_delete(admin_addr, "/proxies/default/toxics/loss").await;
+        let (lo, hi) = binomial_interval(total as f64, 0.01);
+        println!(
         "- message_loss 1% over {total} messages: {lost} lost = {:.3}% (99.9% interval {lo:.0}..{hi:.0}: {})",
         lost as f64 * 100.0 / total as f64,
         if (lost as f64) >= lo && (lost as f64) <= hi { "inside" } else { "OUTSIDE" }
     );
-
-    println!("\n## Metrics as shipped\n");
-    // Metrics are always on (no switch): every relay figure above includes
-    // them. Here: the same cell with and without a Prometheus scraper
-    // hitting /metrics every 100 ms (a harsh scrape interval).
-    let (mut quiet_runs, mut scraped_runs) = (Vec::new(), Vec::new());
-    let mut scrape_bytes = 0usize;
-    for _ in 0..rounds.max(2) {
-        quiet_runs.push(closed_loop(proxy_addr, 100, 64, secs).await);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let scraper = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut bytes = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    bytes = admin_get(admin_addr, "/metrics").await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                bytes
-            })
-        };
-        scraped_runs.push(closed_loop(proxy_addr, 100, 64, secs).await);
-        stop.store(true, Ordering::Relaxed);
-        scrape_bytes = scraper.await.unwrap_or(0);
     }
-    let (quiet_m, scraped_m) = (median(quiet_runs), median(scraped_runs));
-    println!(
+    if want("metrics") {
+        println!("\n## Metrics as shipped\n");
+        // Metrics are always on (no switch): every relay figure above includes
+        // them. Here: the same cell with and without a Prometheus scraper
+        // hitting /metrics every 100 ms (a harsh scrape interval).
+        let (mut quiet_runs, mut scraped_runs) = (Vec::new(), Vec::new());
+        let mut scrape_bytes = 0usize;
+        for _ in 0..rounds.max(2) {
+            quiet_runs.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let scraper = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut bytes = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        bytes = admin_get(admin_addr, "/metrics").await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    bytes
+                })
+            };
+            scraped_runs.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            stop.store(true, Ordering::Relaxed);
+            scrape_bytes = scraper.await.unwrap_or(0);
+        }
+        let (quiet_m, scraped_m) = (median(quiet_runs), median(scraped_runs));
+        println!(
         "- 100 conns × 64 B: {:.0} msg/s (metrics counted, not scraped) vs {:.0} msg/s while `/metrics` ({scrape_bytes} B) is scraped every 100 ms = {:.3}×",
         quiet_m.mps,
         scraped_m.mps,
         scraped_m.mps / quiet_m.mps
     );
-
-    println!("\n## Above capacity\n");
-    capacity_check(echo_addr).await;
-
-    println!("\n## Memory per idle connection\n");
-    println!("| connections | wsfault RSS/conn | nginx RSS/conn | failed |\n|---|---|---|---|");
-    let counts = if quick {
-        vec![1000usize]
-    } else {
-        vec![5000usize, 9000]
-    };
-    let mut verdicts = Vec::new();
-    for n in counts {
-        let (w, wf) = idle_rss(proxy_addr, &[proxy.0.id()], n).await;
-        let (ng, nf) = if nginx.is_some() {
-            idle_rss(nginx_addr, &nginx_pids(nginx_dir.path()), n).await
+    }
+    if want("capacity") {
+        println!("\n## Above capacity\n");
+        capacity_check(echo_addr).await;
+    }
+    if want("memory") {
+        println!("\n## Memory per idle connection\n");
+        println!("| connections | wsfault RSS/conn | nginx RSS/conn | failed |\n|---|---|---|---|");
+        let counts = if quick {
+            vec![1000usize]
         } else {
-            (f64::NAN, 0)
+            vec![5000usize, 9000]
         };
-        println!(
-            "| {n} | {:.1} KiB | {:.1} KiB | {wf} / {nf} |",
-            w / 1024.0,
-            ng / 1024.0,
-        );
-        verdicts.push(format!(
+        let mut verdicts = Vec::new();
+        for n in counts {
+            let (w, wf) = idle_rss(proxy_addr, &[proxy.0.id()], n).await;
+            let (ng, nf) = if nginx.is_some() {
+                idle_rss(nginx_addr, &nginx_pids(nginx_dir.path()), n).await
+            } else {
+                (f64::NAN, 0)
+            };
+            println!(
+                "| {n} | {:.1} KiB | {:.1} KiB | {wf} / {nf} |",
+                w / 1024.0,
+                ng / 1024.0,
+            );
+            verdicts.push(format!(
             "- {n} idle proxied connections: {:.1} KiB each (target ≤ 16 KiB: **{}**), {wf} failed (**{}**)",
             w / 1024.0,
             if w <= 16.0 * 1024.0 { "met".to_string() } else { format!("MISSED by {:.1} KiB", w / 1024.0 - 16.0) },
             if wf == 0 { "met" } else { "MISSED" }
         ));
-    }
-    println!();
-    for v in verdicts {
-        println!("{v}");
+        }
+        println!();
+        for v in verdicts {
+            println!("{v}");
+        }
     }
     drop(nginx);
     drop(proxy);

@@ -336,7 +336,7 @@ impl State {
                 let watching = self.watching;
                 let sleep = async {
                     match wake {
-                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        Some(t) => precise_sleep_until(t).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -459,7 +459,7 @@ impl State {
                 None => return Err(End::Eof),
                 Some(t) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(t.into()) => {}
+                        _ = precise_sleep_until(t) => {}
                         _ = self.link.conn.wait(self.stream()) => {
                             if let Some(command) = self.link.conn.take(self.stream()) {
                                 if let Some(end) = self.on_command(command).await {
@@ -968,6 +968,15 @@ impl State {
         // Tell the other link; it gets a grace period to finish.
         conn.peer_done(self.other());
     }
+}
+
+/// Waits until `deadline`, never less, with sub-millisecond precision.
+/// tokio's timer rounds deadlines up to whole milliseconds (a held frame
+/// would wait 0.5 ms too long on average); async-io's timer wakes on a
+/// timerfd and is late by microseconds. Held frames' release times and the
+/// toxics' own deadlines go through here.
+async fn precise_sleep_until(deadline: Instant) {
+    async_io::Timer::at(deadline).await;
 }
 
 fn is_reset(err: &io::Error) -> bool {
