@@ -5,7 +5,9 @@
 //! markdown report on stdout (figures as ratios to direct and to nginx).
 //!
 //! `cargo bench --bench relay -- --quick` runs a shorter version;
-//! `-- --only toxics,memory` runs only the named sections.
+//! `-- --only toxics,memory` runs only the named sections, `--cells 100x64`
+//! only those round-trip cells; `WSFAULT_BENCH_PROXY=/path/to/wsfault`
+//! benchmarks another build as the proxy.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +20,13 @@ use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsfault");
+
+/// The binary run as the proxy under test: `BIN`, or `$WSFAULT_BENCH_PROXY`
+/// (another build, or a wrapper script) to compare two proxies side by side
+/// with the same driver, echo server and nginx.
+fn proxy_bin() -> String {
+    std::env::var("WSFAULT_BENCH_PROXY").unwrap_or_else(|_| BIN.to_string())
+}
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -100,6 +109,25 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+    /// CPU time of the proxy under test per round trip (µs), when measured.
+    cpu_us: f64,
+}
+
+/// Runs a closed loop and charges the CPU time of `pids` (the proxy under
+/// test) to its round trips: a steadier figure than msg/s on shared cores.
+async fn closed_loop_cpu(
+    target: SocketAddr,
+    conns: usize,
+    size: usize,
+    secs: f64,
+    pids: &[u32],
+) -> Figures {
+    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let mut f = closed_loop(target, conns, size, secs).await;
+    let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let round_trips = f.mps * secs;
+    f.cpu_us = (after - before) as f64 * 10_000.0 / round_trips.max(1.0);
+    f
 }
 
 /// Closed loop: each connection sends a message and waits for its echo.
@@ -182,6 +210,7 @@ async fn run_load(
         p50_us: hist.value_at_quantile(0.5) as f64,
         p99_us: hist.value_at_quantile(0.99) as f64,
         errors: errors.load(Ordering::Relaxed),
+        cpu_us: f64::NAN,
     }
 }
 
@@ -246,10 +275,14 @@ async fn main() {
     // Each cell is measured `rounds` times, the targets interleaved, and the
     // median round kept: the cores are shared, so one slow second must not
     // decide a ratio.
-    let rounds = if quick { 1 } else { 3 };
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
     // `--only a,b` runs only those sections: relay, added-latency, toxics,
     // metrics, capacity, memory.
-    let args: Vec<String> = std::env::args().collect();
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -271,7 +304,7 @@ async fn main() {
             .expect("spawn echo"),
     );
     let proxy = Proc(
-        Command::new(BIN)
+        Command::new(proxy_bin())
             .args([
                 "proxy",
                 "--listen",
@@ -333,23 +366,40 @@ async fn main() {
     println!("Machine: {} cores, {cpu}; loopback; {} s per cell; driver: tokio-tungstenite closed loop in one process.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), secs);
     if want("relay") {
         println!("## Echo round trips (closed loop)\n");
-        println!("| conns | size | direct msg/s | wsfault msg/s | nginx msg/s | wsfault/direct | wsfault/nginx | p50 direct/wsfault/nginx (µs) | p99 direct/wsfault/nginx (µs) | errors |");
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("| conns | size | direct msg/s | wsfault msg/s | nginx msg/s | wsfault/direct | wsfault/nginx | p50 direct/wsfault/nginx (µs) | p99 direct/wsfault/nginx (µs) | proxy CPU µs per round trip wsfault/nginx | errors |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         let sizes = [64usize, 16 * 1024];
         let conn_counts = if quick {
             vec![1usize, 100]
         } else {
             vec![1usize, 100, 1000]
         };
+        // `--cells 100x64,1x16384` measures only those (connections x bytes).
+        let cells: Vec<(usize, usize)> = match args.iter().position(|a| a == "--cells") {
+            Some(i) => args
+                .get(i + 1)
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|c| c.split_once('x'))
+                        .filter_map(|(n, b)| Some((n.parse().ok()?, b.parse().ok()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => conn_counts
+                .iter()
+                .flat_map(|&n| sizes.iter().map(move |&b| (n, b)))
+                .collect(),
+        };
         let mut verdict_cell = None;
-        for &conns in &conn_counts {
-            for &size in &sizes {
+        for &(conns, size) in &cells {
+            {
                 let (mut ds, mut ws, mut ns) = (Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..rounds {
                     ds.push(closed_loop(echo_addr, conns, size, secs).await);
-                    ws.push(closed_loop(proxy_addr, conns, size, secs).await);
+                    ws.push(closed_loop_cpu(proxy_addr, conns, size, secs, &[proxy.0.id()]).await);
                     if nginx.is_some() {
-                        ns.push(closed_loop(nginx_addr, conns, size, secs).await);
+                        let pids = nginx_pids(nginx_dir.path());
+                        ns.push(closed_loop_cpu(nginx_addr, conns, size, secs, &pids).await);
                     }
                 }
                 let (d, w, n) = (median(ds), median(ws), (!ns.is_empty()).then(|| median(ns)));
@@ -358,7 +408,7 @@ async fn main() {
                     verdict_cell = Some((w.mps, d.mps, nm));
                 }
                 println!(
-                "| {conns} | {size} B | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} |",
+                "| {conns} | {size} B | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} | {} |",
                 d.mps,
                 w.mps,
                 nm,
@@ -370,6 +420,8 @@ async fn main() {
                 d.p99_us,
                 w.p99_us,
                 n.map_or(f64::NAN, |n| n.p99_us),
+                w.cpu_us,
+                n.map_or(f64::NAN, |n| n.cpu_us),
                 d.errors + w.errors + n.map_or(0, |n| n.errors)
             );
             }

@@ -91,6 +91,9 @@ pub struct ConnShared {
     /// Per stream counters, indexed by [`StreamDir::index`].
     pub counters: [StreamCounters; 2],
     mailbox: [Mutex<Option<LinkCommand>>; 2],
+    /// `has_mail[i]`: a command may be waiting in `mailbox[i]` (checked
+    /// without the lock on every turn of the relay loop).
+    has_mail: [AtomicBool; 2],
     wake: [Notify; 2],
     /// Set once the connection is closing (no second close is started).
     closing: AtomicBool,
@@ -116,6 +119,7 @@ impl ConnShared {
             activity: Activity::new(opened_at),
             counters: Default::default(),
             mailbox: Default::default(),
+            has_mail: Default::default(),
             wake: Default::default(),
             closing: AtomicBool::new(false),
             peer_gone: Default::default(),
@@ -131,12 +135,17 @@ impl ConnShared {
                 *slot = Some(command);
             }
         }
+        self.has_mail[i].store(true, Ordering::Release);
         self.wake[i].notify_one();
     }
 
     /// Takes the pending command of the link of `stream`.
     pub fn take(&self, stream: StreamDir) -> Option<LinkCommand> {
-        self.mailbox[stream.index()].lock().ok()?.take()
+        let i = stream.index();
+        if !self.has_mail[i].swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.mailbox[i].lock().ok()?.take()
     }
 
     /// Waits until a command is posted for the link of `stream`.

@@ -483,7 +483,11 @@ async fn relay_connection(
         proxy: proxy.clone(),
         facts,
     };
-    tokio::join!(relay::run(up), relay::run(down));
+    // One task per direction: a frame arriving on one socket wakes and polls
+    // only the link that reads it.
+    let up_task = tokio::spawn(relay::run(up).instrument(tracing::Span::current()));
+    relay::run(down).await;
+    let _ = up_task.await;
     proxy.unregister(conn.id);
     tracing::info!(
         age_ms = conn.opened_at.elapsed().as_millis() as u64,

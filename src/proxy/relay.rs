@@ -340,8 +340,18 @@ impl State {
                         None => std::future::pending().await,
                     }
                 };
+                // Reading first: when data is ready, the wake-up futures
+                // below are never polled (no registration to undo). Commands,
+                // toxic changes and deadlines are all checked at the top of
+                // every turn, so none of them waits behind a busy socket.
                 tokio::select! {
                     biased;
+                    result = read_some(&reader, &mut self.buf), if may_read => match result {
+                        Ok(0) => ReadOutcome::Eof,
+                        Ok(_) => ReadOutcome::Data,
+                        Err(err) if is_reset(&err) => ReadOutcome::Reset,
+                        Err(_) => ReadOutcome::Reset,
+                    },
                     _ = conn.wait(stream) => ReadOutcome::Command,
                     changed = changes.changed(), if watching => {
                         if changed.is_err() {
@@ -349,12 +359,6 @@ impl State {
                         }
                         ReadOutcome::Command
                     }
-                    result = read_some(&reader, &mut self.buf), if may_read => match result {
-                        Ok(0) => ReadOutcome::Eof,
-                        Ok(_) => ReadOutcome::Data,
-                        Err(err) if is_reset(&err) => ReadOutcome::Reset,
-                        Err(_) => ReadOutcome::Reset,
-                    },
                     _ = sleep => ReadOutcome::Command,
                 }
             };
