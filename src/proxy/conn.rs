@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::toxics::{CutMode, StreamDir};
 
@@ -94,7 +94,7 @@ pub struct ConnShared {
     /// `has_mail[i]`: a command may be waiting in `mailbox[i]` (checked
     /// without the lock on every turn of the relay loop).
     has_mail: [AtomicBool; 2],
-    wake: [Notify; 2],
+    signal: [LinkSignal; 2],
     /// Set once the connection is closing (no second close is started).
     closing: AtomicBool,
     /// `peer_gone[i]`: the link other than `i` has ended.
@@ -120,7 +120,7 @@ impl ConnShared {
             counters: Default::default(),
             mailbox: Default::default(),
             has_mail: Default::default(),
-            wake: Default::default(),
+            signal: Default::default(),
             closing: AtomicBool::new(false),
             peer_gone: Default::default(),
         }
@@ -136,7 +136,7 @@ impl ConnShared {
             }
         }
         self.has_mail[i].store(true, Ordering::Release);
-        self.wake[i].notify_one();
+        self.signal[i].raise();
     }
 
     /// Takes the pending command of the link of `stream`.
@@ -149,8 +149,19 @@ impl ConnShared {
     }
 
     /// Waits until a command is posted for the link of `stream`.
+    /// A raise that came while the link was busy is kept, so the next wait
+    /// returns at once (like a `Notify` permit).
     pub async fn wait(&self, stream: StreamDir) {
-        self.wake[stream.index()].notified().await;
+        let signal = &self.signal[stream.index()];
+        std::future::poll_fn(|cx| signal.poll_wait(cx)).await;
+    }
+
+    /// Wakes both links so that they look at the proxy's settings again
+    /// (toxics added, changed or removed).
+    pub fn wake_links(&self) {
+        for signal in &self.signal {
+            signal.raise();
+        }
     }
 
     /// Whether a cut is waiting in the mailbox of the link of `stream`.
@@ -164,7 +175,7 @@ impl ConnShared {
     /// Tells the link of `stream` that its peer link has ended.
     pub fn peer_done(&self, stream: StreamDir) {
         self.peer_gone[stream.index()].store(true, Ordering::Release);
-        self.wake[stream.index()].notify_one();
+        self.signal[stream.index()].raise();
     }
 
     /// Whether the peer of the link of `stream` has ended.
@@ -234,5 +245,34 @@ impl ConnShared {
             LinkCommand::Close(encode(server_frame)),
         );
         true
+    }
+}
+
+/// Wakes one link's task: a flag plus that task's waker. Each link runs in
+/// a task of its own, so one waker slot is enough, and waiting costs a few
+/// atomic operations (a `tokio::sync::Notify` locks a waiter list each time
+/// a waiting future is created or dropped: on every turn of the relay loop).
+#[derive(Debug, Default)]
+struct LinkSignal {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl LinkSignal {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.raised.swap(false, Ordering::AcqRel) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }

@@ -116,8 +116,6 @@ pub struct ProxyShared {
     /// Current settings.
     pub settings: ArcSwap<ProxySettings>,
     generation: AtomicU64,
-    /// Carries the generation to links, so idle links wake on a change.
-    changes: tokio::sync::watch::Sender<u64>,
     conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
     next_ordinal: AtomicU64,
     listener: Mutex<Option<listener::Running>>,
@@ -133,15 +131,14 @@ impl ProxyShared {
 
     fn store(&self, settings: ProxySettings) {
         self.settings.store(Arc::new(settings));
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        self.changes.send_replace(generation);
-    }
-
-    /// A receiver that sees every settings change (wakes idle links, so
-    /// that timers of toxics added to a silent connection start and
-    /// frames held by a removed toxic are released at once).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        // Wake idle links, so that timers of toxics added to a silent
+        // connection start and frames held by a removed toxic go at once.
+        if let Ok(conns) = self.conns.lock() {
+            for conn in conns.values() {
+                conn.wake_links();
+            }
+        }
     }
 
     /// The next connection ordinal.
@@ -351,7 +348,6 @@ impl Server {
                 toxics,
             }),
             generation: AtomicU64::new(1),
-            changes: tokio::sync::watch::Sender::new(1),
             conns: Mutex::new(HashMap::new()),
             next_ordinal: AtomicU64::new(0),
             listener: Mutex::new(None),

@@ -129,10 +129,6 @@ struct State {
     peer_done_at: Option<Instant>,
     /// A close frame to write once the reader's side has closed (or at the instant).
     pending_close: Option<(Bytes, Instant)>,
-    /// Settings changes (toxics added or removed), to wake an idle link.
-    changes: tokio::sync::watch::Receiver<u64>,
-    /// False once the proxy is gone (the sender dropped).
-    watching: bool,
 }
 
 /// Runs a link until its direction ends.
@@ -147,7 +143,6 @@ pub async fn run(link: Link) {
     if !link.initial.is_empty() {
         buf.extend_from_slice(&link.initial);
     }
-    let changes = link.proxy.subscribe();
     let mut state = State {
         link,
         buf,
@@ -165,8 +160,6 @@ pub async fn run(link: Link) {
         delay,
         writer_shut: false,
         peer_done_at: None,
-        changes,
-        watching: true,
         pending_close: None,
     };
     state.refresh_toxics();
@@ -332,8 +325,6 @@ impl State {
                 let reader = self.link.reader.clone();
                 let conn = self.link.conn.clone();
                 let stream = self.stream();
-                let changes = &mut self.changes;
-                let watching = self.watching;
                 let sleep = async {
                     match wake {
                         Some(t) => precise_sleep_until(t).await,
@@ -341,9 +332,10 @@ impl State {
                     }
                 };
                 // Reading first: when data is ready, the wake-up futures
-                // below are never polled (no registration to undo). Commands,
-                // toxic changes and deadlines are all checked at the top of
-                // every turn, so none of them waits behind a busy socket.
+                // below are never polled. Commands, toxic changes and
+                // deadlines are checked at the top of every turn, and
+                // commands again before the data read is processed, so none
+                // of them waits behind a busy socket.
                 tokio::select! {
                     biased;
                     result = read_some(&reader, &mut self.buf), if may_read => match result {
@@ -353,12 +345,6 @@ impl State {
                         Err(_) => ReadOutcome::Reset,
                     },
                     _ = conn.wait(stream) => ReadOutcome::Command,
-                    changed = changes.changed(), if watching => {
-                        if changed.is_err() {
-                            self.watching = false;
-                        }
-                        ReadOutcome::Command
-                    }
                     _ = sleep => ReadOutcome::Command,
                 }
             };
@@ -374,6 +360,14 @@ impl State {
                     }
                 }
                 ReadOutcome::Data => {
+                    // A command posted while we waited goes first (e.g. the
+                    // deferred close must be in place before the peer's
+                    // close reply, which may be in this very read).
+                    if let Some(command) = self.link.conn.take(self.stream()) {
+                        if let Some(end) = self.on_command(command).await {
+                            return end;
+                        }
+                    }
                     let now = Instant::now();
                     if let Err(end) = self.process(now).await {
                         return end;
