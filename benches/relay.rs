@@ -9,11 +9,13 @@
 //! only those round-trip cells; `WSFAULT_BENCH_PROXY=/path/to/wsfault`
 //! benchmarks another build as the proxy.
 
+mod support;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{free_port, Proc};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -26,14 +28,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_wsfault");
 /// with the same driver, echo server and nginx.
 fn proxy_bin() -> String {
     std::env::var("WSFAULT_BENCH_PROXY").unwrap_or_else(|_| BIN.to_string())
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// nginx's master: SIGKILL would orphan its workers, so it gets SIGTERM
@@ -53,13 +47,6 @@ impl Drop for Nginx {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 async fn wait_port(addr: SocketAddr) {

@@ -142,7 +142,10 @@ impl ConnShared {
     /// Takes the pending command of the link of `stream`.
     pub fn take(&self, stream: StreamDir) -> Option<LinkCommand> {
         let i = stream.index();
-        if !self.has_mail[i].swap(false, Ordering::AcqRel) {
+        // A plain load first: the common case (no mail) writes nothing.
+        if !self.has_mail[i].load(Ordering::Acquire)
+            || !self.has_mail[i].swap(false, Ordering::AcqRel)
+        {
             return None;
         }
         self.mailbox[i].lock().ok()?.take()
@@ -265,7 +268,7 @@ impl LinkSignal {
     }
 
     fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.raised.swap(false, Ordering::AcqRel) {
+        if self.raised.load(Ordering::Acquire) && self.raised.swap(false, Ordering::AcqRel) {
             return std::task::Poll::Ready(());
         }
         self.waker.register(cx.waker());
