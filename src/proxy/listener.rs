@@ -84,7 +84,22 @@ pub async fn start(listen: &str, proxy: Arc<ProxyShared>) -> std::io::Result<Run
                             tokio::spawn(super::handshake::refuse(tcp));
                             continue;
                         }
-                        tokio::spawn(super::handshake::serve_client(tcp, peer, ordinal, proxy.clone()));
+                        // The connection moves to a relay worker: its
+                        // sockets join that worker's epoll.
+                        let tcp = match tcp.into_std() {
+                            Ok(tcp) => tcp,
+                            Err(err) => {
+                                tracing::warn!(proxy = %proxy.name, error = %err, "cannot hand the connection to a relay worker");
+                                continue;
+                            }
+                        };
+                        let proxy = proxy.clone();
+                        super::workers::spawn_connection(async move {
+                            match tokio::net::TcpStream::from_std(tcp) {
+                                Ok(tcp) => super::handshake::serve_client(tcp, peer, ordinal, proxy).await,
+                                Err(err) => tracing::warn!(proxy = %proxy.name, error = %err, "relay worker cannot register the connection"),
+                            }
+                        });
                     }
                     Err(err) => {
                         // EMFILE/ENFILE and friends: back off, never spin.

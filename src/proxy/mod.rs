@@ -5,12 +5,14 @@
 //! * [`handshake`]: hyper on both sides of the upgrade, plain HTTP pass-through.
 //! * [`relay`]: the two links of a connection.
 //! * [`conn`]: state shared by the links of one connection.
+//! * [`workers`]: one single-threaded runtime per core that connections live on.
 
 pub mod conn;
 pub mod handshake;
 pub mod listener;
 pub mod relay;
 pub mod tls;
+pub mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -1,0 +1,93 @@
+//! Relay worker threads: one single-threaded tokio runtime per core, each
+//! with its own epoll, like nginx's worker processes.
+//!
+//! A connection (its HTTP upgrade, both links, the upstream socket) lives on
+//! one worker from accept to close, so a frame never wakes a task on
+//! another thread: no work stealing, no futex hand-offs between workers, no
+//! shared run queue. The listener, the admin API and signal handling stay on
+//! the main runtime; toxic changes and commands reach the links through
+//! wakers, which work across threads.
+//!
+//! Measured at 100 connections × 64 B closed loop (`benches/NOTES.md`): the
+//! multi-threaded scheduler spent about 3.4 % of the proxy's CPU in `futex`
+//! and 10 % in context switches handing work between its workers.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use tokio::runtime::Handle;
+
+/// The started workers; empty when none could be started (then connections
+/// run on the caller's runtime).
+struct Workers {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+}
+
+static WORKERS: OnceLock<Workers> = OnceLock::new();
+
+/// How many relay workers to start: `WSFAULT_RELAY_THREADS` if set to a
+/// positive number, else one per available core.
+fn worker_count() -> usize {
+    std::env::var("WSFAULT_RELAY_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
+fn start_workers() -> Workers {
+    let mut handles = Vec::new();
+    for index in 0..worker_count() {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("wsfault-relay-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot start a relay worker runtime");
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(runtime.handle().clone());
+                // Drives the tasks spawned onto this worker, forever.
+                runtime.block_on(std::future::pending::<()>());
+            });
+        match spawned {
+            Ok(_) => {
+                if let Ok(handle) = handle_rx.recv() {
+                    handles.push(handle);
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "cannot start a relay worker thread"),
+        }
+    }
+    Workers {
+        handles,
+        next: AtomicUsize::new(0),
+    }
+}
+
+/// Runs a connection's future on the next relay worker (round robin); on the
+/// current runtime if no worker could be started.
+pub fn spawn_connection<F>(future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let workers = WORKERS.get_or_init(start_workers);
+    if workers.handles.is_empty() {
+        tokio::spawn(future);
+        return;
+    }
+    let index = workers.next.fetch_add(1, Ordering::Relaxed) % workers.handles.len();
+    workers.handles[index].spawn(future);
+}
