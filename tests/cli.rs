@@ -66,6 +66,82 @@ fn bad_flags_exit_2_and_name_the_flag() {
     let out = run(&["proxy", "--admin", "nonsense"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin"));
+    for bad in ["0", "many", "-1"] {
+        let out = Command::new(BIN)
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1",
+            ])
+            .env("WSFAULT_RELAY_THREADS", bad)
+            .output()
+            .expect("run wsfault");
+        assert_eq!(out.status.code(), Some(2), "WSFAULT_RELAY_THREADS={bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("WSFAULT_RELAY_THREADS") && err.contains(bad) && err.contains("1 to 1024"),
+            "{err}"
+        );
+    }
+}
+
+/// `WSFAULT_RELAY_THREADS` starts that many relay workers (one current-thread
+/// runtime each), and connections spread over them all relay.
+#[tokio::test]
+async fn relay_workers_are_started_and_every_connection_relays() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let echo = tungstenite_echo().await;
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(BIN)
+        .args([
+            "proxy",
+            "--listen",
+            &listen.to_string(),
+            "--upstream",
+            &echo.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .env("WSFAULT_RELAY_THREADS", "3")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn proxy");
+    let child = Child(child);
+    wait_listening(listen).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/w"))
+            .await
+            .expect("connect through the proxy");
+        clients.push(ws);
+    }
+    for round in 0..20 {
+        for (i, ws) in clients.iter_mut().enumerate() {
+            ws.send(Message::text(format!("{i}:{round}")))
+                .await
+                .expect("send");
+        }
+        for (i, ws) in clients.iter_mut().enumerate() {
+            let got = ws.next().await.expect("echo").expect("echo frame");
+            assert_eq!(got, Message::text(format!("{i}:{round}")));
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
+        .expect("task list")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| n.starts_with("wsfault-relay-"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["wsfault-relay-0", "wsfault-relay-1", "wsfault-relay-2"]
+    );
 }
 
 #[test]
@@ -245,6 +321,7 @@ async fn over_capacity_clients_get_503_and_existing_connections_keep_working() {
     assert!(ticks < 50, "proxy used {ticks} ticks while refusing");
     // Existing connections are unaffected.
     use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
     for ws in open.iter_mut().take(5) {
         ws.send(tokio_tungstenite::tungstenite::Message::text("still fine"))
             .await

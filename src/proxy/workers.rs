@@ -27,23 +27,29 @@ struct Workers {
 
 static WORKERS: OnceLock<Workers> = OnceLock::new();
 
-/// How many relay workers to start: `WSFAULT_RELAY_THREADS` if set to a
-/// positive number, else one per available core.
-fn worker_count() -> usize {
-    std::env::var("WSFAULT_RELAY_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+/// The environment variable that sets the number of relay workers.
+pub const THREADS_VAR: &str = "WSFAULT_RELAY_THREADS";
+
+/// How many relay workers to start: `WSFAULT_RELAY_THREADS` if set, else one
+/// per available core. A value that is not a whole number from 1 to 1024 is
+/// an error naming the variable, the value and the valid range.
+pub fn worker_count() -> Result<usize, String> {
+    match std::env::var(THREADS_VAR) {
+        Ok(value) => match value.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{THREADS_VAR}={value:?} is not a worker count: expected a whole number from 1 to 1024 (default: one per core)"
+            )),
+        },
+        Err(_) => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)),
+    }
 }
 
 fn start_workers() -> Workers {
     let mut handles = Vec::new();
-    for index in 0..worker_count() {
+    for index in 0..worker_count().unwrap_or(1) {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name(format!("wsfault-relay-{index}"))
