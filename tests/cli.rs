@@ -321,7 +321,6 @@ async fn over_capacity_clients_get_503_and_existing_connections_keep_working() {
     assert!(ticks < 50, "proxy used {ticks} ticks while refusing");
     // Existing connections are unaffected.
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     for ws in open.iter_mut().take(5) {
         ws.send(tokio_tungstenite::tungstenite::Message::text("still fine"))
             .await
