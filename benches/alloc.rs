@@ -1,10 +1,12 @@
 //! Allocations per relayed message (issue 2: "the hot path does not allocate
 //! per frame with no toxic").
 //!
-//! The proxy runs in this process on a runtime of its own whose threads are
-//! flagged; a counting global allocator counts only allocations made on
-//! flagged threads, so the client (another runtime, unflagged) and the
-//! `wsfault echo` backend (a child process) are not counted. After the
+//! The proxy runs in this process: its runtime and the relay workers it
+//! starts (`proxy::workers`). A counting global allocator counts every
+//! allocation except those made on threads flagged as the client's (the
+//! main thread and the client's runtime), so the relay workers are counted
+//! wherever they run, and the `wsfault echo` backend (a child process) is
+//! not. After the
 //! connections are open and warmed up, 100 000 echo round trips (200 000
 //! frames through the proxy) are sent and the allocation count is read
 //! before and after: with no toxic, then with a never-triggering toxic
@@ -33,13 +35,15 @@ static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// Set on the client's threads: their allocations are not the proxy's.
+    static CLIENT_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
 struct Counting;
 
 fn count(size: usize) {
-    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
+    // A thread whose locals are gone (exiting) is not counted.
+    if !CLIENT_THREAD.try_with(|c| c.get()).unwrap_or(true) {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(size as u64, Ordering::Relaxed);
     }
@@ -127,6 +131,7 @@ async fn round_trips(target: SocketAddr, conns: usize, per_conn: u64) -> u64 {
 }
 
 fn main() {
+    CLIENT_THREAD.with(|c| c.set(true));
     let quick = std::env::args().any(|a| a == "--quick");
     let total: u64 = if quick { 20_000 } else { 100_000 };
     let conns = 100usize;
@@ -141,7 +146,6 @@ fn main() {
     let proxy_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .on_thread_start(|| COUNTED.with(|c| c.set(true)))
         .build()
         .expect("proxy runtime");
     let server = wsfault::proxy::Server::new(Some(7));
@@ -165,6 +169,7 @@ fn main() {
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
+        .on_thread_start(|| CLIENT_THREAD.with(|c| c.set(true)))
         .build()
         .expect("client runtime");
     client_rt.block_on(async {
@@ -176,7 +181,7 @@ fn main() {
         }
     });
     println!("## Allocations in the proxy per relayed message\n");
-    println!("Counting global allocator on the proxy's runtime threads only (proxy in-process, client on another runtime, `wsfault echo` a child process); {conns} connections, 64 B text messages, closed loop, after a warm-up; one message = one echo round trip = 2 frames through the proxy.\n");
+    println!("Counting global allocator on every thread but the client's (proxy in-process: its runtime and its relay workers; client on another runtime, not counted; `wsfault echo` a child process); the last row is a control that must allocate; {conns} connections, 64 B text messages, closed loop, after a warm-up; one message = one echo round trip = 2 frames through the proxy.\n");
     println!("| toxics | round trips | allocations | allocations/round trip | bytes allocated/round trip | msg/s (counting on) |");
     println!("|---|---|---|---|---|---|");
     print!("| none ");
@@ -188,6 +193,19 @@ fn main() {
     server.add_toxic("default", spec).expect("add toxic");
     print!("| message_loss p=0 (upstream) ");
     client_rt.block_on(round_trips(proxy_addr, conns, total / conns as u64));
+    // Control: a toxic that acts decodes and queues every frame, so the
+    // counter must see allocations on the relay workers.
+    server
+        .remove_toxic("default", "never")
+        .expect("remove toxic");
+    let spec: wsfault::toxics::ToxicSpec = serde_json::from_str(
+        r#"{"name":"slow","type":"latency","stream":"upstream","attributes":{"latency":1}}"#,
+    )
+    .expect("toxic json");
+    server.add_toxic("default", spec).expect("add toxic");
+    print!("| control: latency 1 ms (upstream), frames decoded and held ");
+    let control_total = (total / 10).max(conns as u64);
+    client_rt.block_on(round_trips(proxy_addr, conns, control_total / conns as u64));
     drop(client_rt);
     proxy_rt.shutdown_timeout(Duration::from_millis(100));
 }

@@ -369,6 +369,10 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
+/// Payloads shorter than this are copied out of the read buffer when
+/// decoded; longer ones share it.
+const COPY_PAYLOADS_BELOW: usize = 4096;
+
 impl tokio_util::codec::Decoder for FrameCodec {
     type Item = Frame;
     type Error = CodecError;
@@ -389,7 +393,17 @@ impl tokio_util::codec::Decoder for FrameCodec {
             return Ok(None);
         }
         src.advance(header.header_len);
-        let payload = src.split_to(header.payload_len as usize).freeze();
+        let len = header.payload_len as usize;
+        // A small payload is copied out: a split-off `Bytes` would keep the
+        // whole read buffer (32 KiB) alive for as long as a toxic holds the
+        // frame, and the next read would allocate a new one.
+        let payload = if len < COPY_PAYLOADS_BELOW {
+            let payload = Bytes::copy_from_slice(&src[..len]);
+            src.advance(len);
+            payload
+        } else {
+            src.split_to(len).freeze()
+        };
         Ok(Some(Frame { header, payload }))
     }
 }
