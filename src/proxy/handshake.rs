@@ -396,6 +396,15 @@ async fn upgrade(
                 .map(|s| s.contains("permessage-deflate"))
                 .unwrap_or(false)
         });
+    // Registered before the 101 goes back: a client that has its 101 finds
+    // its connection in the admin API's list (and can end it).
+    let conn = Arc::new(ConnShared::new(
+        ordinal,
+        peer,
+        facts.path.clone(),
+        facts.subprotocol.clone(),
+    ));
+    proxy.register(conn.clone());
     let span = tracing::Span::current();
     tokio::spawn(
         async move {
@@ -409,6 +418,7 @@ async fn upgrade(
                         "upgrade did not complete"
                     );
                     proxy.metrics.handshake_failure("upgrade_failed");
+                    proxy.unregister(conn.id);
                     return;
                 }
             };
@@ -419,16 +429,17 @@ async fn upgrade(
                 (Ok(c), Ok(u)) => (c, u),
                 _ => {
                     proxy.metrics.handshake_failure("upgrade_failed");
+                    proxy.unregister(conn.id);
                     return;
                 }
             };
             relay_connection(
+                conn,
                 client.io.into_inner(),
                 client.read_buf,
                 upstream.io.into_inner(),
                 upstream.read_buf,
                 peer,
-                ordinal,
                 facts,
                 proxy,
             )
@@ -442,26 +453,19 @@ async fn upgrade(
 
 #[allow(clippy::too_many_arguments)]
 async fn relay_connection(
+    conn: Arc<ConnShared>,
     client: TcpStream,
     client_buffered: Bytes,
     upstream: TcpStream,
     upstream_buffered: Bytes,
     peer: SocketAddr,
-    ordinal: u64,
     facts: ConnFacts,
     proxy: Arc<ProxyShared>,
 ) {
-    let conn = Arc::new(ConnShared::new(
-        ordinal,
-        peer,
-        facts.path.clone(),
-        facts.subprotocol.clone(),
-    ));
     let facts = Arc::new(ConnFacts {
         opened_at: conn.opened_at,
         ..facts
     });
-    proxy.register(conn.clone());
     tracing::info!(client = %peer, path = %conn.path, "connection open");
     let client = Arc::new(client);
     let upstream = Arc::new(upstream);

@@ -83,6 +83,11 @@ fn start_workers() -> Workers {
     }
 }
 
+/// Starts the relay workers now rather than at the first connection.
+pub fn start() {
+    WORKERS.get_or_init(start_workers);
+}
+
 /// Runs a connection's future on the next relay worker (round robin); on the
 /// current runtime if no worker could be started.
 pub fn spawn_connection<F>(future: F)
