@@ -10,7 +10,9 @@
 //!
 //! Measured at 100 connections × 64 B closed loop (`benches/NOTES.md`): the
 //! multi-threaded scheduler spent about 3.4 % of the proxy's CPU in `futex`
-//! and 10 % in context switches handing work between its workers.
+//! waking its other worker; with relay workers the proxy's CPU per round
+//! trip fell from 11.3 to 10.5 µs and throughput rose from 0.85× to 0.96×
+//! nginx's.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
