@@ -486,6 +486,28 @@ mod tests {
     }
 
     #[test]
+    fn small_payloads_do_not_share_the_read_buffer() {
+        // A held small frame must not keep the whole read buffer alive.
+        for (len, shares) in [(64usize, false), (COPY_PAYLOADS_BELOW, true)] {
+            let frame = Frame::build(true, 0, Opcode::Binary, &vec![1u8; len], None);
+            let mut wire = BytesMut::with_capacity(64 * 1024);
+            frame.encode(&mut wire);
+            let start = wire.as_ptr() as usize;
+            let range = start..start + wire.capacity();
+            let mut codec = FrameCodec {
+                max_frame_bytes: 1 << 20,
+            };
+            let decoded = codec.decode(&mut wire).expect("valid").expect("complete");
+            assert_eq!(decoded, frame);
+            assert_eq!(
+                range.contains(&(decoded.payload.as_ptr() as usize)),
+                shares,
+                "{len}-byte payload"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_malformed_headers() {
         assert_eq!(parse_header(&[0x83, 0]), Err(FrameError::BadOpcode(3)));
         assert_eq!(parse_header(&[0x09, 0]), Err(FrameError::FragmentedControl));
