@@ -147,7 +147,7 @@ async fn run_load(
     for (i, mut ws) in sockets.into_iter().enumerate() {
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut hist = round_trip_histogram();
             let payload = vec![b'x'; size];
             let mut count = 0u64;
             tokio::time::sleep_until(start.into()).await;
@@ -186,7 +186,7 @@ async fn run_load(
             (hist, count)
         }));
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut hist = round_trip_histogram();
     let mut total = 0;
     for t in tasks {
         if let Ok((h, c)) = t.await {
@@ -204,9 +204,14 @@ async fn run_load(
     (figures, hist)
 }
 
+/// An empty histogram of round-trip times in µs (1 µs to 60 s).
+fn round_trip_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+}
+
 /// Round trips of all rounds in one histogram: p50 and p99 from every sample.
 fn pooled(hists: &[Histogram<u64>]) -> Figures {
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut all = round_trip_histogram();
     for h in hists {
         let _ = all.add(h);
     }

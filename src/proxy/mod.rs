@@ -837,8 +837,7 @@ pub async fn run_command(args: ProxyArgs) -> anyhow::Result<()> {
             .map_err(|e| crate::cli::UsageError(format!("--upstream/--listen: {e}")))?;
         specs.push(spec);
     }
-    workers::worker_count().map_err(crate::cli::UsageError)?;
-    workers::start();
+    workers::start().map_err(crate::cli::UsageError)?;
     let token = args.admin_token.clone().filter(|t| !t.is_empty());
     let admin_addr: SocketAddr = args.admin.parse().map_err(|_| {
         crate::cli::UsageError(format!(

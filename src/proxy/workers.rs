@@ -43,15 +43,19 @@ pub fn worker_count() -> Result<usize, String> {
                 "{THREADS_VAR}={value:?} is not a worker count: expected a whole number from 1 to 1024 (default: one per core)"
             )),
         },
-        Err(_) => Ok(std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)),
+        Err(_) => Ok(one_per_core()),
     }
 }
 
-fn start_workers() -> Workers {
+fn one_per_core() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn start_workers(count: usize) -> Workers {
     let mut handles = Vec::new();
-    for index in 0..worker_count().unwrap_or(1) {
+    for index in 0..count {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name(format!("wsfault-relay-{index}"))
@@ -85,9 +89,12 @@ fn start_workers() -> Workers {
     }
 }
 
-/// Starts the relay workers now rather than at the first connection.
-pub fn start() {
-    WORKERS.get_or_init(start_workers);
+/// Checks `WSFAULT_RELAY_THREADS` and starts the relay workers now rather
+/// than at the first connection.
+pub fn start() -> Result<(), String> {
+    let count = worker_count()?;
+    WORKERS.get_or_init(|| start_workers(count));
+    Ok(())
 }
 
 /// Runs a connection's future on the next relay worker (round robin); on the
@@ -96,7 +103,9 @@ pub fn spawn_connection<F>(future: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let workers = WORKERS.get_or_init(start_workers);
+    // Library use without `start`: a bad variable falls back to the default.
+    let workers =
+        WORKERS.get_or_init(|| start_workers(worker_count().unwrap_or_else(|_| one_per_core())));
     if workers.handles.is_empty() {
         tokio::spawn(future);
         return;
