@@ -29,3 +29,4 @@ pub mod load;
 pub mod metrics;
 pub mod proxy;
 pub mod toxics;
+pub mod vocab;

@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 use crate::frame::Opcode;
-use crate::toxics::StreamDir;
+use crate::vocab::StreamDir;
 
 /// Histogram buckets of `wsfault_relay_delay_seconds`, in seconds.
 pub const RELAY_DELAY_BUCKETS: [f64; 13] = [

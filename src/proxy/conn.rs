@@ -4,50 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
-use crate::toxics::{CutMode, StreamDir};
-
-/// When data last crossed the connection, in either direction.
-#[derive(Debug)]
-pub struct Activity {
-    opened_at: Instant,
-    last_data_ms: AtomicU64,
-    last_any_ms: AtomicU64,
-}
-
-impl Activity {
-    /// A clock that starts now.
-    pub fn new(opened_at: Instant) -> Activity {
-        Activity {
-            opened_at,
-            last_data_ms: AtomicU64::new(0),
-            last_any_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Records traffic at `now` (`data`: at least one data frame).
-    pub fn touch(&self, now: Instant, data: bool) {
-        let ms = now.saturating_duration_since(self.opened_at).as_millis() as u64;
-        self.last_any_ms.fetch_max(ms, Ordering::Relaxed);
-        if data {
-            self.last_data_ms.fetch_max(ms, Ordering::Relaxed);
-        }
-    }
-
-    /// The last instant a data frame (or, with `control`, any frame) passed.
-    pub fn last(&self, control: bool) -> Instant {
-        let ms = if control {
-            self.last_any_ms.load(Ordering::Relaxed)
-        } else {
-            self.last_data_ms.load(Ordering::Relaxed)
-        };
-        self.opened_at + Duration::from_millis(ms)
-    }
-}
+pub use crate::vocab::Activity;
+use crate::vocab::{CutMode, StreamDir};
 
 /// A request to one link, from the other link, a toxic, the admin API or shutdown.
 #[derive(Debug, Clone)]

@@ -52,7 +52,7 @@ struct State {
 }
 
 impl State {
-    fn due(&self, activity: &crate::proxy::conn::Activity) -> Instant {
+    fn due(&self, activity: &crate::vocab::Activity) -> Instant {
         activity.last(self.control).max(self.armed_at) + ms(self.timeout)
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::{Frame, Opcode};
 
 mod attrs;
+pub use crate::vocab::{CutMode, StreamDir};
 pub use attrs::{AttrError, Attributes};
 
 mod bandwidth;
@@ -79,44 +80,6 @@ pub fn type_names() -> String {
         .map(|(n, _)| *n)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Direction of a stream, Toxiproxy's naming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamDir {
-    /// Client → server.
-    Upstream,
-    /// Server → client (Toxiproxy's default).
-    #[default]
-    Downstream,
-}
-
-impl StreamDir {
-    /// Label and JSON value.
-    pub fn label(self) -> &'static str {
-        match self {
-            StreamDir::Upstream => "upstream",
-            StreamDir::Downstream => "downstream",
-        }
-    }
-    /// 0 for upstream, 1 for downstream.
-    pub fn index(self) -> usize {
-        match self {
-            StreamDir::Upstream => 0,
-            StreamDir::Downstream => 1,
-        }
-    }
-    /// Parses a stream name, with a message naming the valid choices.
-    pub fn parse(value: &str) -> Result<StreamDir, String> {
-        match value {
-            "upstream" => Ok(StreamDir::Upstream),
-            "downstream" => Ok(StreamDir::Downstream),
-            other => Err(format!(
-                "invalid stream {other:?}: valid choices are upstream, downstream"
-            )),
-        }
-    }
 }
 
 /// `match`: only connections whose upgrade request matches are affected.
@@ -286,17 +249,6 @@ pub enum HandshakeAction {
     },
 }
 
-/// How a connection is ended without a close frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CutMode {
-    /// TCP RST on both sides.
-    Reset,
-    /// TCP FIN on both sides.
-    Fin,
-    /// Nothing more is forwarded; both TCP connections stay open.
-    Blackhole,
-}
-
 /// A close frame to send: code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseSpec {
@@ -424,7 +376,7 @@ pub struct ToxicCx<'a> {
     /// Messages left untouched because they were compressed.
     pub skips: u64,
     /// The connection's shared activity clock.
-    pub activity: &'a crate::proxy::conn::Activity,
+    pub activity: &'a crate::vocab::Activity,
     /// Connection facts.
     pub facts: &'a ConnFacts,
 }
@@ -509,7 +461,7 @@ pub struct DeadlineCx<'a> {
     /// Now.
     pub now: Instant,
     /// The connection's shared activity clock.
-    pub activity: &'a crate::proxy::conn::Activity,
+    pub activity: &'a crate::vocab::Activity,
 }
 
 /// Tracks data-message boundaries across frames.
@@ -716,7 +668,7 @@ impl ActiveToxic {
     pub fn next_deadline(
         &mut self,
         now: Instant,
-        activity: &crate::proxy::conn::Activity,
+        activity: &crate::vocab::Activity,
     ) -> Option<Instant> {
         if !self.applies {
             return None;
@@ -765,7 +717,7 @@ pub struct ChainCx<'a> {
     /// Whether the link writes to the server.
     pub to_server: bool,
     /// The connection's activity clock.
-    pub activity: &'a crate::proxy::conn::Activity,
+    pub activity: &'a crate::vocab::Activity,
     /// Connection facts.
     pub facts: &'a ConnFacts,
 }
