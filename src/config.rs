@@ -103,7 +103,7 @@ impl ProxySpec {
         if self.name.is_empty() {
             return Err("proxy name is empty: a name is required".into());
         }
-        crate::proxy::UpstreamTarget::parse(&self.upstream)
+        crate::vocab::UpstreamTarget::parse(&self.upstream)
             .map_err(|e| format!("proxy {:?}: {e}", self.name))?;
         if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
             return Err(format!(

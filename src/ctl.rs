@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::net::TcpStream;
 
-use crate::cli::{FailedError, UsageError};
+use crate::error::{FailedError, UsageError};
 
 /// Where `wsfault proxy` serves its admin API by default.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:8474";

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -52,24 +51,6 @@ const BATCH: usize = 64;
 /// Upper bound on out-of-order `cseq`s remembered per session.
 const MAX_CSEQ_HOLES: usize = 65_536;
 
-/// Flags of `wsfault echo`.
-#[derive(Debug, clap::Args)]
-pub struct EchoArgs {
-    /// Address to listen on, e.g. `0.0.0.0:9000` (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: String,
-    /// Refuse connections beyond this many live ones with HTTP 503.
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
-    pub max_connections: Option<usize>,
-}
-
-fn parse_positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("`{s}` is not a positive integer (1 or more)")),
-    }
-}
-
 /// Tunables of the echo server beyond the command-line flags.
 #[derive(Debug, Clone)]
 pub struct EchoOptions {
@@ -91,48 +72,6 @@ impl Default for EchoOptions {
             session_idle: SESSION_IDLE,
             handshake_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// Runs `wsfault echo`: binds `--listen`, serves until SIGINT/SIGTERM.
-pub async fn run_command(args: EchoArgs) -> anyhow::Result<()> {
-    if !args.listen.contains(':') {
-        return Err(crate::cli::UsageError(format!(
-            "--listen: `{}` is not an address (expected HOST:PORT, e.g. 0.0.0.0:9000)",
-            args.listen
-        ))
-        .into());
-    }
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(listen = %addr, max_connections = ?args.max_connections, "echo server listening");
-    serve(listener, args.max_connections, shutdown_signal()).await?;
-    tracing::info!("echo server stopped");
-    Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

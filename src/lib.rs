@@ -1,32 +1,58 @@
 //! # wsfault — a WebSocket-aware chaos proxy
 //!
-//! Module map (data path first):
+//! ## Layers (imports only point down; `import-cycles.py src` finds no circle)
+//!
+//! ```text
+//! main.rs ─▶ cmd          flags, logging, signals, exit codes; one file per subcommand
+//!              │
+//!              ▼
+//!   proxy · admin · load · echo · ctl      the library's servers and clients
+//!              │
+//!              ▼
+//!   toxics · config                         the fault framework, one file per toxic; YAML loading
+//!              │
+//!              ▼
+//!   frame · metrics · vocab · error · shutdown   the bottom: codec, metric families,
+//!                                                 shared words, exit-status errors
+//! ```
+//!
+//! ## Module map (data path first)
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`frame`] | the verbatim WebSocket frame codec used by the relay |
-//! | [`proxy`] | listeners, the hyper-parsed upgrade, the per-direction relay links, the proxy registry and `wsfault proxy` |
+//! | [`proxy`] | listeners, the hyper-parsed upgrade, the per-direction relay links, the proxy registry |
 //! | [`toxics`] | the toxic framework (spec → definition → per-connection state) and one file per toxic type |
 //! | [`config`] | YAML config loading with `FILE:LINE:COL` errors, proxy specs |
 //! | [`admin`] | the Toxiproxy-compatible admin HTTP API, `/healthz`, `/metrics` |
 //! | [`metrics`] | Prometheus metric families and pre-resolved per-proxy handles |
-//! | [`echo`] | `wsfault echo`: the reference backend (echo + resume protocol) |
-//! | [`load`] | `wsfault load`: the validating load client |
-//! | [`ctl`] | `wsfault ctl`: admin API client |
-//! | [`demo`] | `wsfault demo`: backend + proxy + scenario + load client in one process |
-//! | [`cli`] | flag parsing, logging, exit codes |
+//! | [`vocab`] | words every layer shares: `StreamDir`, `CutMode`, the activity clock, `UpstreamTarget` |
+//! | [`echo`] | the reference backend (echo + resume protocol) |
+//! | [`load`] | the validating load client |
+//! | [`ctl`] | the admin API client |
+//! | [`cmd`] | the subcommands: `proxy`, `echo`, `load`, `ctl`, `demo` (flags → library calls) |
+//! | [`error`] | `UsageError` / `FailedError` and the exit codes they map to |
+//! | [`shutdown`] | SIGINT/SIGTERM as a future |
+//!
+//! Follow one frame: [`proxy::listener`] accepts → [`proxy::handshake`]
+//! forwards the upgrade → [`proxy::relay`] reads frames with [`frame`],
+//! runs the connection's toxic chain ([`toxics`]) and writes them on.
+//! Follow one API call: [`admin`] parses the JSON into typed specs →
+//! [`proxy::Server`] applies it → the links see the new toxic list before
+//! their next frame.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod ctl;
-pub mod demo;
 pub mod echo;
+pub mod error;
 pub mod frame;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
+pub mod shutdown;
 pub mod toxics;
 pub mod vocab;

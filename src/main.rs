@@ -1,6 +1,6 @@
-//! The `wsfault` binary: a thin shell over [`wsfault::cli::main`].
+//! The `wsfault` binary: a thin shell over [`wsfault::cmd::main`].
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    wsfault::cli::main()
+    wsfault::cmd::main()
 }

@@ -1,5 +1,6 @@
 //! The shared vocabulary of the data path, below both `toxics` and `proxy`:
-//! stream direction, how a connection is cut, and the activity clock.
+//! stream direction, how a connection is cut, the activity clock and the
+//! upstream target a proxy forwards to.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -90,5 +91,68 @@ impl Activity {
             self.last_data_ms.load(Ordering::Relaxed)
         };
         self.opened_at + Duration::from_millis(ms)
+    }
+}
+
+/// Where a proxy forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// `host:port`.
+    pub authority: String,
+    /// `wss://` target.
+    pub tls: bool,
+    /// Path prefix, without a trailing slash ("" for none).
+    pub prefix: String,
+}
+
+impl UpstreamTarget {
+    /// Parses `host:port`, `ws://host:port[/prefix]` or `wss://host:port[/prefix]`.
+    pub fn parse(text: &str) -> Result<UpstreamTarget, String> {
+        let (tls, rest) = if let Some(rest) = text.strip_prefix("ws://") {
+            (false, rest)
+        } else if let Some(rest) = text.strip_prefix("wss://") {
+            (true, rest)
+        } else if text.contains("://") {
+            return Err(format!(
+                "upstream {text:?} has an unsupported scheme: valid forms are host:port, ws://host:port[/prefix], wss://host:port[/prefix]"
+            ));
+        } else {
+            (false, text)
+        };
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let authority = if port_ok {
+            authority.to_string()
+        } else if !authority.is_empty() && !authority.contains(':') && text.contains("://") {
+            format!("{authority}:{}", if tls { 443 } else { 80 })
+        } else {
+            return Err(format!(
+                "upstream {text:?} is invalid: valid forms are host:port, ws://host:port[/prefix], wss://host:port[/prefix]"
+            ));
+        };
+        Ok(UpstreamTarget {
+            authority,
+            tls,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// Joins the prefix and the client's path and query.
+    pub fn join(&self, path_and_query: &str) -> String {
+        if self.prefix.is_empty() {
+            return path_and_query.to_string();
+        }
+        if path_and_query.is_empty() || path_and_query == "/" {
+            return format!("{}/", self.prefix);
+        }
+        if path_and_query.starts_with('?') {
+            return format!("{}{}", self.prefix, path_and_query);
+        }
+        format!("{}{}", self.prefix, path_and_query)
     }
 }

@@ -29,12 +29,10 @@ pub mod slo;
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -71,78 +69,6 @@ impl Mode {
     }
 }
 
-/// Flags of `wsfault load`.
-#[derive(Debug, clap::Args)]
-pub struct LoadArgs {
-    /// WebSocket URL to load (ws://HOST:PORT/PATH).
-    #[arg(long, value_name = "URL")]
-    pub url: String,
-    /// Connections to open (ignored with --scenario).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub connections: u32,
-    /// Open at most this many connections per second (default: no limit).
-    #[arg(long, value_name = "CONN_PER_S")]
-    pub ramp_rate: Option<f64>,
-    /// Messages per second per connection.
-    #[arg(long, value_name = "MSG_PER_S_PER_CONN", default_value_t = 10.0)]
-    pub rate: f64,
-    /// How long to send messages (e.g. 30s, 2m; ignored with --scenario).
-    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Size of each message in bytes (echo mode: at least 24).
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub message_bytes: usize,
-    /// echo: any echo server; resume: the resume protocol of `wsfault echo`.
-    #[arg(long, value_enum, default_value_t = Mode::Echo)]
-    pub mode: Mode,
-    /// Reconnect after any disconnect (exponential backoff, full jitter).
-    #[arg(long)]
-    pub reconnect: bool,
-    /// Extra header on the upgrade request (repeatable).
-    #[arg(long = "header", value_name = "K:V")]
-    pub headers: Vec<String>,
-    /// Subprotocol to ask for (Sec-WebSocket-Protocol).
-    #[arg(long, value_name = "P")]
-    pub subprotocol: Option<String>,
-    /// YAML phases {name, duration, connections, rate} run in order.
-    #[arg(long, value_name = "FILE")]
-    pub scenario: Option<PathBuf>,
-    /// SLO such as p99<100ms, loss==0, errors<1% (repeatable).
-    #[arg(long = "slo", value_name = "EXPR")]
-    pub slo: Vec<String>,
-    /// Write the JSON report here.
-    #[arg(long, value_name = "FILE.json")]
-    pub report: Option<PathBuf>,
-    /// Write JUnit XML (one test case per SLO) here.
-    #[arg(long, value_name = "FILE.xml")]
-    pub junit: Option<PathBuf>,
-    /// Compare with an earlier --report (throughput, p50, p99).
-    #[arg(long, value_name = "FILE.json")]
-    pub baseline: Option<PathBuf>,
-    /// Largest acceptable regression against --baseline, in percent.
-    #[arg(long, value_name = "PCT", default_value = "10%", value_parser = parse_percent)]
-    pub max_regression: f64,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s.trim()) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("`{s}` must be longer than zero")),
-        Err(err) => Err(format!(
-            "`{s}` is not a duration ({err}); e.g. 30s, 500ms, 2m"
-        )),
-    }
-}
-
-fn parse_percent(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let t = t.strip_suffix('%').unwrap_or(t).trim();
-    match t.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a percentage (e.g. 10%)")),
-    }
-}
-
 /// How progress is shown while a load test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Progress {
@@ -175,7 +101,7 @@ pub enum ConfigError {
 }
 
 /// Everything a load test needs. Build it with [`LoadConfig::new`] (or from
-/// flags with [`LoadConfig::from_args`]) and adjust the public fields.
+/// flags with `cmd::load::load_config`) and adjust the public fields.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// The WebSocket URL.
@@ -247,60 +173,6 @@ impl LoadConfig {
             live: Arc::new(LiveStats::new()),
             cancel: CancellationToken::new(),
         }
-    }
-
-    /// Builds a configuration from flags: reads the scenario and baseline
-    /// files, parses SLOs and headers.
-    pub fn from_args(args: &LoadArgs) -> Result<Self, ConfigError> {
-        let mut cfg = LoadConfig::new(args.url.clone(), args.connections, args.rate, args.duration);
-        if !(args.rate.is_finite() && args.rate >= 0.0) {
-            return Err(invalid(
-                "--rate",
-                format!("`{}` must be 0 or more messages per second", args.rate),
-            ));
-        }
-        if let Some(path) = &args.scenario {
-            cfg.phases = scenario::load_scenario(path, args.rate)?;
-            cfg.initial_connections = 0;
-        }
-        cfg.ramp_rate = args.ramp_rate;
-        cfg.message_bytes = args.message_bytes;
-        cfg.mode = args.mode;
-        cfg.reconnect = args.reconnect;
-        cfg.subprotocol = args.subprotocol.clone();
-        for h in &args.headers {
-            let Some((k, v)) = h.split_once(':') else {
-                return Err(invalid(
-                    "--header",
-                    format!("`{h}` is not K:V (e.g. --header 'Authorization: Bearer x')"),
-                ));
-            };
-            cfg.headers
-                .push((k.trim().to_string(), v.trim().to_string()));
-        }
-        cfg.slos = args
-            .slo
-            .iter()
-            .map(|e| Slo::parse(e))
-            .collect::<Result<_, _>>()?;
-        if let Some(path) = &args.baseline {
-            let text = std::fs::read_to_string(path).map_err(|err| {
-                invalid(
-                    "--baseline",
-                    format!("cannot read {}: {err}", path.display()),
-                )
-            })?;
-            let base: Report = serde_json::from_str(&text).map_err(|err| {
-                invalid(
-                    "--baseline",
-                    format!("{} is not a wsfault load report: {err}", path.display()),
-                )
-            })?;
-            cfg.baseline = Some(base);
-        }
-        cfg.max_regression_pct = args.max_regression;
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     /// Checks the values that [`run`] relies on.
@@ -383,37 +255,8 @@ impl LoadConfig {
     }
 }
 
-fn invalid(flag: &'static str, message: String) -> ConfigError {
+pub(crate) fn invalid(flag: &'static str, message: String) -> ConfigError {
     ConfigError::Invalid { flag, message }
-}
-
-/// Runs `wsfault load`: the verdict decides the exit status (1 on a failed
-/// verdict, 2 on bad flags, an unparsable SLO or a bad scenario).
-pub async fn run_command(args: LoadArgs) -> anyhow::Result<()> {
-    let cfg =
-        LoadConfig::from_args(&args).map_err(|err| crate::cli::UsageError(err.to_string()))?;
-    let cancel = cfg.cancel.clone();
-    tokio::spawn(async move {
-        crate::echo::shutdown_signal().await;
-        tracing::warn!("interrupted: stopping the load test (still reporting)");
-        cancel.cancel();
-    });
-    let report = run(cfg).await?;
-    print!("{}", render_table(&report));
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("--report: cannot write {}", path.display()))?;
-    }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, report::junit_xml(&report))
-            .with_context(|| format!("--junit: cannot write {}", path.display()))?;
-    }
-    if report.pass {
-        Ok(())
-    } else {
-        Err(crate::cli::FailedError(format!("verdict FAIL: {}", report.failures.join("; "))).into())
-    }
 }
 
 /// Runs a load test to the end (all phases, then the drain) and returns its

@@ -16,7 +16,6 @@ pub mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -29,68 +28,7 @@ use crate::metrics::{Metrics, ProxyMetrics};
 use crate::toxics::{CutMode, StreamDir, ToxicEntry, ToxicSpec};
 use conn::ConnShared;
 
-/// Where a proxy forwards to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamTarget {
-    /// `host:port`.
-    pub authority: String,
-    /// `wss://` target.
-    pub tls: bool,
-    /// Path prefix, without a trailing slash ("" for none).
-    pub prefix: String,
-}
-
-impl UpstreamTarget {
-    /// Parses `host:port`, `ws://host:port[/prefix]` or `wss://host:port[/prefix]`.
-    pub fn parse(text: &str) -> Result<UpstreamTarget, String> {
-        let (tls, rest) = if let Some(rest) = text.strip_prefix("ws://") {
-            (false, rest)
-        } else if let Some(rest) = text.strip_prefix("wss://") {
-            (true, rest)
-        } else if text.contains("://") {
-            return Err(format!(
-                "upstream {text:?} has an unsupported scheme: valid forms are host:port, ws://host:port[/prefix], wss://host:port[/prefix]"
-            ));
-        } else {
-            (false, text)
-        };
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let port_ok = authority
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        let authority = if port_ok {
-            authority.to_string()
-        } else if !authority.is_empty() && !authority.contains(':') && text.contains("://") {
-            format!("{authority}:{}", if tls { 443 } else { 80 })
-        } else {
-            return Err(format!(
-                "upstream {text:?} is invalid: valid forms are host:port, ws://host:port[/prefix], wss://host:port[/prefix]"
-            ));
-        };
-        Ok(UpstreamTarget {
-            authority,
-            tls,
-            prefix: prefix.to_string(),
-        })
-    }
-
-    /// Joins the prefix and the client's path and query.
-    pub fn join(&self, path_and_query: &str) -> String {
-        if self.prefix.is_empty() {
-            return path_and_query.to_string();
-        }
-        if path_and_query.is_empty() || path_and_query == "/" {
-            return format!("{}/", self.prefix);
-        }
-        if path_and_query.starts_with('?') {
-            return format!("{}{}", self.prefix, path_and_query);
-        }
-        format!("{}{}", self.prefix, path_and_query)
-    }
-}
+pub use crate::vocab::UpstreamTarget;
 
 /// A consistent snapshot of a proxy's settings, read by links between frames.
 #[derive(Debug, Clone)]
@@ -795,107 +733,6 @@ fn view(proxy: &ProxyShared) -> ProxyView {
         host: spec.host,
         max_frame_bytes: spec.max_frame_bytes,
         max_message_bytes: spec.max_message_bytes,
-    }
-}
-
-/// `wsfault proxy` flags.
-#[derive(Debug, clap::Args)]
-pub struct ProxyArgs {
-    /// YAML config with proxies and toxics.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Listen address of a single proxy (with --upstream).
-    #[arg(long, value_name = "ADDR", requires = "upstream")]
-    pub listen: Option<String>,
-    /// Upstream of a single proxy: host:port, ws://host:port[/prefix].
-    #[arg(long, value_name = "TARGET", requires = "listen")]
-    pub upstream: Option<String>,
-    /// Name of the single proxy.
-    #[arg(long, default_value = "default")]
-    pub name: String,
-    /// Admin API address.
-    #[arg(long, default_value = "127.0.0.1:8474", value_name = "ADDR")]
-    pub admin: String,
-    /// Bearer token required by the admin API.
-    #[arg(long, env = "WSFAULT_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// Seed for every random decision (reproducible runs).
-    #[arg(long)]
-    pub seed: Option<u64>,
-}
-
-/// Runs `wsfault proxy` until SIGINT/SIGTERM.
-pub async fn run_command(args: ProxyArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let mut specs = Vec::new();
-    if let Some(path) = &args.config {
-        specs.extend(crate::config::load_file(path)?.proxies);
-    }
-    if let (Some(listen), Some(upstream)) = (&args.listen, &args.upstream) {
-        let spec = ProxySpec::new(&args.name, listen, upstream);
-        spec.validate()
-            .map_err(|e| crate::cli::UsageError(format!("--upstream/--listen: {e}")))?;
-        specs.push(spec);
-    }
-    workers::start().map_err(crate::cli::UsageError)?;
-    let token = args.admin_token.clone().filter(|t| !t.is_empty());
-    let admin_addr: SocketAddr = args.admin.parse().map_err(|_| {
-        crate::cli::UsageError(format!(
-            "--admin {:?} is not a socket address: expected IP:PORT such as 127.0.0.1:8474",
-            args.admin
-        ))
-    })?;
-    let server = Server::new(args.seed);
-    for spec in specs {
-        let name = spec.name.clone();
-        server
-            .create(spec)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))
-            .with_context(|| format!("starting proxy {name}"))?;
-    }
-    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
-    if !admin_addr.ip().is_loopback() && token.is_none() {
-        tracing::warn!(admin = %admin_addr, "admin API bound to a non-loopback address without --admin-token: anyone who can reach it can change faults");
-    }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let admin = tokio::spawn(crate::admin::serve(
-        admin_listener,
-        server.clone(),
-        crate::admin::AdminOptions { token },
-        stop_rx,
-    ));
-    tracing::info!(admin = %admin_addr, "admin API listening");
-    shutdown_signal().await;
-    tracing::info!("shutting down: closing live connections with 1001");
-    server.shutdown(Duration::from_secs(4)).await;
-    let _ = stop_tx.send(true);
-    admin.abort();
-    Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

@@ -112,7 +112,7 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<()> {
         Some(path) => {
             let config = crate::config::load_file(path)?;
             let first = config.proxies.into_iter().next().ok_or_else(|| {
-                crate::cli::UsageError(format!("{}: the scenario has no proxies", path.display()))
+                crate::error::UsageError(format!("{}: the scenario has no proxies", path.display()))
             })?;
             (first.toxics, path.display().to_string())
         }
@@ -136,7 +136,7 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<()> {
     server
         .create(spec)
         .await
-        .map_err(|e| crate::cli::UsageError(format!("scenario {scenario_name}: {e}")))?;
+        .map_err(|e| crate::error::UsageError(format!("scenario {scenario_name}: {e}")))?;
     let proxy_addr = server
         .proxy("demo")
         .and_then(|p| p.bound_addr())
@@ -232,7 +232,7 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<()> {
         println!("\nverdict: PASS — the client survived the faults without losing, repeating or reordering a message.");
         Ok(())
     } else {
-        Err(crate::cli::FailedError("verdict: FAIL".into()).into())
+        Err(crate::error::FailedError("verdict: FAIL".into()).into())
     }
 }
 

@@ -1,25 +1,20 @@
-//! Command-line entry point: parses flags with clap, sets up logging and
-//! dispatches to one module per subcommand. Exit codes follow SPEC §1:
+//! The command layer, on top of everything else: flags (clap), logging,
+//! signals and exit codes. One file per subcommand; each parses its flags,
+//! builds the library's typed configuration and calls into the library
+//! (`proxy`, `admin`, `echo`, `load`, `ctl`). Nothing below imports this.
+//! Exit codes follow SPEC §1:
 //! 0 success, 1 failed verdict / refused by the server, 2 bad usage or config.
+
+pub mod demo;
+pub mod echo;
+pub mod load;
+pub mod proxy;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit status for a failed verdict (`load`) or a refusal by the server (`ctl`).
-pub const EXIT_FAILED: u8 = 1;
-/// Exit status for bad usage or bad configuration.
-pub const EXIT_USAGE: u8 = 2;
-
-/// An error that must end the process with [`EXIT_USAGE`] (bad flag, bad config).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// An error that ends the process with [`EXIT_FAILED`] (failed verdict, refused request).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct FailedError(pub String);
+use crate::error::{UsageError, EXIT_FAILED, EXIT_USAGE};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
@@ -48,15 +43,15 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the fault-injecting proxy and its admin API.
-    Proxy(crate::proxy::ProxyArgs),
+    Proxy(proxy::ProxyArgs),
     /// Run the reference WebSocket backend (echo + resume protocol).
-    Echo(crate::echo::EchoArgs),
+    Echo(echo::EchoArgs),
     /// Drive load through a proxy and return a verdict.
-    Load(crate::load::LoadArgs),
+    Load(load::LoadArgs),
     /// Talk to a running proxy's admin API (like toxiproxy-cli).
     Ctl(crate::ctl::CtlArgs),
     /// Run the whole chaos loop in one process.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
 }
 
 /// Sets up the global tracing subscriber on stderr.
@@ -101,11 +96,11 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Proxy(args) => crate::proxy::run_command(args).await,
-            Command::Echo(args) => crate::echo::run_command(args).await,
-            Command::Load(args) => crate::load::run_command(args).await,
+            Command::Proxy(args) => proxy::run_command(args).await,
+            Command::Echo(args) => echo::run_command(args).await,
+            Command::Load(args) => load::run_command(args).await,
             Command::Ctl(args) => crate::ctl::run_command(args).await,
-            Command::Demo(args) => crate::demo::run_command(args).await,
+            Command::Demo(args) => demo::run_command(args).await,
         }
     });
     // Do not wait for lingering connection tasks.
