@@ -26,6 +26,7 @@
 //! | [`config`] | YAML config loading with `FILE:LINE:COL` errors, proxy specs |
 //! | [`admin`] | the Toxiproxy-compatible admin HTTP API, `/healthz`, `/metrics` |
 //! | [`metrics`] | Prometheus metric families and pre-resolved per-proxy handles |
+//! | [`views`] | the admin API's JSON shapes, shared by the registry, the API and `ctl` |
 //! | [`vocab`] | words every layer shares: `StreamDir`, `CutMode`, the activity clock, `UpstreamTarget` |
 //! | [`echo`] | the reference backend (echo + resume protocol) |
 //! | [`load`] | the validating load client |
@@ -55,4 +56,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod shutdown;
 pub mod toxics;
+pub mod views;
 pub mod vocab;
