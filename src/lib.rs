@@ -53,6 +53,7 @@ pub mod error;
 pub mod frame;
 pub mod load;
 pub mod metrics;
+pub mod protocols;
 pub mod proxy;
 pub mod shutdown;
 pub mod toxics;
