@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::{Frame, Opcode};
 
 mod attrs;
+pub mod message_match;
 pub use crate::vocab::{CutMode, StreamDir};
 pub use attrs::{AttrError, Attributes};
 
