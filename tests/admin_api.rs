@@ -324,10 +324,7 @@ async fn patch_and_deprecated_post_both_update_a_proxy() {
     assert_eq!(status, 200, "{view}");
     assert_eq!(listen_addr(&view), addr);
     // Moving the listener to another port rebinds it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let (status, view) = api(
         proxy.admin,
         "PATCH",
@@ -820,17 +817,11 @@ async fn bad_requests_are_refused_with_the_field_and_change_nothing() {
 
 #[tokio::test]
 async fn the_binary_warns_about_a_non_loopback_admin_without_token() {
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("0.0.0.0:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    }
     /// Starts `wsfault proxy` and returns its stderr up to the "admin API listening" line.
     fn stderr_until_listening(extra: &[&str]) -> String {
         use std::io::BufRead;
         let admin = format!("0.0.0.0:{}", free_port());
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsfault"))
+        let mut child = std::process::Command::new(BIN)
             .args(["proxy", "--admin", &admin])
             .args(extra)
             .env_remove("WSFAULT_ADMIN_TOKEN")

@@ -6,13 +6,12 @@
 //! report must show nothing lost, duplicated or reordered, and the proxy
 //! must have counted the toxics' actions.
 
-#[path = "support/procs.rs"]
-mod procs;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use procs::*;
+use common::*;
 
 /// A toxic switched on and off during the run through `wsfault ctl`.
 struct Flip {
@@ -113,7 +112,7 @@ fn stage(scenario: &str, flips: &[Flip], expect_actions: &[&str]) {
         );
     }
     std::thread::sleep(Duration::from_secs(5));
-    let metrics_mid = http(admin_addr, "GET", "/metrics", None)
+    let metrics_mid = http_blocking(admin_addr, "GET", "/metrics", None)
         .expect("GET /metrics")
         .1;
     for flip in flips {
@@ -121,7 +120,7 @@ fn stage(scenario: &str, flips: &[Flip], expect_actions: &[&str]) {
     }
 
     let ran = load.wait(Duration::from_secs(60));
-    let metrics = http(admin_addr, "GET", "/metrics", None)
+    let metrics = http_blocking(admin_addr, "GET", "/metrics", None)
         .expect("GET /metrics")
         .1;
     let proxy_out = proxy.stop();

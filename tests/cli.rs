@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsfault");
-
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run wsfault")
 }
@@ -110,7 +108,7 @@ async fn relay_workers_are_started_and_every_connection_relays() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn proxy");
-    let child = Child(child);
+    let child = KillOnDrop(child);
     wait_listening(listen).await;
     let mut clients = Vec::new();
     for _ in 0..12 {
@@ -175,14 +173,6 @@ fn bad_config_files_exit_2_with_file_line_col() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
 }
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn port_zero_is_reported_and_sigterm_closes_with_1001() {
     let upstream = RawUpstream::bind().await;
@@ -202,7 +192,7 @@ async fn port_zero_is_reported_and_sigterm_closes_with_1001() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn proxy");
-    let mut child = Child(child);
+    let mut child = KillOnDrop(child);
     eventually("healthz", || async move {
         tokio::net::TcpStream::connect(admin).await.is_ok()
             && http(admin, "GET", "/healthz", None).await.0 == 200
@@ -277,7 +267,7 @@ async fn over_capacity_clients_get_503_and_existing_connections_keep_working() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn proxy");
-    let mut child = Child(child);
+    let mut child = KillOnDrop(child);
     wait_listening(admin).await;
     let mut open = Vec::new();
     let mut refused = 0;

@@ -14,46 +14,18 @@
 //! is torn down (`down -v --remove-orphans`) and the test image removed,
 //! also when the test fails.
 //!
-//! Needs `docker` and `docker-compose` (v1) or `docker compose`; skipped
-//! without them unless `WSFAULT_REQUIRE_TOOLS=1`.
+//! Needs `docker` and `docker-compose` (v1) or `docker compose`, and
+//! `debootstrap` when the base image is missing; skipped without them
+//! unless `WSFAULT_REQUIRE_TOOLS=1`.
 
 mod common;
-#[path = "support/procs.rs"]
-mod procs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use procs::*;
-
-/// The compose CLI: `docker-compose` (v1) or the `docker compose` plugin.
-fn compose_cli() -> Option<Vec<String>> {
-    let works = |argv: &[&str]| {
-        Command::new(argv[0])
-            .args(&argv[1..])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if works(&["docker-compose", "version"]) {
-        Some(vec!["docker-compose".into()])
-    } else if works(&["docker", "compose", "version"]) {
-        Some(vec!["docker".into(), "compose".into()])
-    } else {
-        None
-    }
-}
-
-/// True when the Docker daemon answers.
-fn docker_works() -> bool {
-    Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+use common::*;
 
 /// A `docker` command, run to completion.
 fn docker(args: &[&str], limit: Duration) -> Ran {
@@ -218,7 +190,7 @@ fn wait_healthy(project: &Project, id: &str, limit: Duration) {
 /// Calls the admin API from the host; panics unless the status is `want`.
 fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, want: u16) -> String {
     let (status, text) =
-        http(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        http_blocking(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     assert_eq!(status, want, "{method} {path}: {text}");
     text
 }
@@ -295,14 +267,12 @@ fn build_image(cli: Vec<String>) -> Env {
 
 #[test]
 fn compose_stack_passes_its_verdict_while_toxics_flip() {
-    if !docker_works() {
-        common::skip_or_fail("no working docker (docker info failed)");
-        return;
-    }
-    let Some(cli) = compose_cli() else {
-        common::skip_or_fail("neither docker-compose nor docker compose");
+    let Some(cli) = docker_compose() else {
         return;
     };
+    if !base_image_buildable() {
+        return;
+    }
     let started = Instant::now();
     let env = build_image(cli);
 

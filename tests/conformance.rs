@@ -11,26 +11,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use wsfault::config::{ExtensionsMode, ProxySpec};
 
 type Outcomes = BTreeMap<String, (String, String, Option<i64>)>;
-
-fn kosoku() -> Option<PathBuf> {
-    let python = python()?;
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import kosoku"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        skip_or_fail("kosoku is not installed (scripts/test.sh installs it)");
-        return None;
-    }
-    Some(python)
-}
 
 async fn run_suite(
     python: &Path,
@@ -204,7 +190,9 @@ async fn compare(python: &Path, server: SocketAddr, label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_outcomes_are_identical_through_the_proxy_python_server() {
-    let Some(python) = kosoku() else { return };
+    let Some(python) = interpreter_with("kosoku") else {
+        return;
+    };
     let Some(server) = PyEcho::start_with(&["--deflate"]).await else {
         return;
     };
@@ -213,11 +201,13 @@ async fn autobahn_outcomes_are_identical_through_the_proxy_python_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_outcomes_are_identical_through_the_proxy_wsfault_echo() {
-    let Some(python) = kosoku() else { return };
+    let Some(python) = interpreter_with("kosoku") else {
+        return;
+    };
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let _echo = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_wsfault"))
+        std::process::Command::new(BIN)
             .args(["echo", "--listen", &addr.to_string()])
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -225,14 +215,4 @@ async fn autobahn_outcomes_are_identical_through_the_proxy_wsfault_echo() {
     );
     wait_listening(addr).await;
     compare(&python, addr, "wsfault echo").await;
-}
-
-/// Kills and reaps the child when the test ends, passed or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

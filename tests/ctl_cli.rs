@@ -1,11 +1,15 @@
 //! `wsfault ctl` through the real binary: exit codes, messages and the HTTP
 //! requests it sends, against a tiny scripted admin server (std only).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
+
+use common::*;
 
 /// One request as the fake admin server saw it.
 #[derive(Debug, Clone)]
@@ -99,7 +103,7 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Seen>>, respond: &Responder) {
 }
 
 fn ctl(admin: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wsfault"))
+    Command::new(BIN)
         .arg("ctl")
         .arg("--admin")
         .arg(admin)
@@ -124,10 +128,7 @@ const PROXIES: &str = r#"{"chat": {"name": "chat", "listen": "0.0.0.0:8080", "up
 
 #[test]
 fn unreachable_admin_exits_1_naming_the_url() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = closed_port();
     let url = format!("http://127.0.0.1:{port}");
     let out = ctl(&url, &["list"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

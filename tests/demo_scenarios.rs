@@ -8,12 +8,11 @@
 //! Also: a scenario file that does not exist is bad usage (exit 2, the
 //! message names the file) for `wsfault demo` and `wsfault proxy`.
 
-#[path = "support/procs.rs"]
-mod procs;
+mod common;
 
 use std::time::Duration;
 
-use procs::*;
+use common::*;
 
 /// The demo's load duration for the scenarios not listed in [`LONGER`].
 const DURATION: &str = "10s";

@@ -1,13 +1,12 @@
 //! `wsfault echo`: plain echo, the resume protocol, limits, bad input and
 //! shutdown, against the real server in-process (and once as the binary).
 
-#[path = "common/load_support.rs"]
-mod load_support;
+mod common;
 
 use std::time::Duration;
 
+use common::*;
 use futures_util::{SinkExt, StreamExt};
-use load_support::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -286,7 +285,7 @@ async fn shutdown_closes_live_connections_with_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(wsfault_bin())
+    let mut child = std::process::Command::new(BIN)
         .args(["--log-format", "json", "echo", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())

@@ -3,12 +3,11 @@
 //! the JSON report, JUnit XML, scenarios, baselines, and a Python
 //! `websockets` echo server.
 
-#[path = "common/load_support.rs"]
-mod load_support;
+mod common;
 
 use std::time::Duration;
 
-use load_support::*;
+use common::*;
 use serde_json::Value;
 use wsfault::load::{self, LoadConfig, Mode, Progress, Slo};
 
@@ -188,7 +187,7 @@ async fn the_binary_writes_a_full_report_and_junit() {
     assert_eq!(xml.matches("<testcase ").count(), 4);
     assert!(xml.contains("name=\"p99&lt;5s\""));
     assert!(!xml.contains("<failure"));
-    if let Some(py) = python_with_websockets() {
+    if let Some(py) = python() {
         let ok = std::process::Command::new(py)
             .args([
                 "-c",
@@ -524,14 +523,10 @@ async fn a_worse_baseline_fails_the_verdict() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_mode_against_python_websockets() {
-    let Some(py) = python_with_websockets() else {
+    let Some(server) = PyEcho::start().await else {
         return;
     };
-    let Some(server) = start_python_echo(&py) else {
-        eprintln!("note: skipping: the python echo server did not start");
-        return;
-    };
-    let mut c = cfg(&format!("ws://127.0.0.1:{}/", server.port), 5, 20.0, 1.0);
+    let mut c = cfg(&format!("ws://{}/", server.addr), 5, 20.0, 1.0);
     c.message_bytes = 1000;
     let report = load::run(c).await.unwrap();
     assert!(report.pass, "{}", load::render_table(&report));

@@ -249,10 +249,9 @@ async fn process_metrics_are_present() {
 
 #[tokio::test]
 async fn a_real_scrape_passes_promtool() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!("note: skipped: promtool is not installed");
+    let Some(promtool) = promtool() else {
         return;
-    }
+    };
     let echo = tungstenite_echo().await;
     let (proxy, addr) = TestProxy::with_proxy(&echo.to_string(), None).await;
     proxy
@@ -286,7 +285,7 @@ async fn a_real_scrape_passes_promtool() {
             "{family} not exposed:\n{text}"
         );
     }
-    let mut child = Command::new("promtool")
+    let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -316,16 +315,6 @@ async fn a_real_scrape_passes_promtool() {
     }
 }
 
-/// Kills the child on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn prometheus_query(prom: SocketAddr, query: &str) -> serde_json::Value {
     let path = format!(
         "/api/v1/query?query={}",
@@ -344,14 +333,9 @@ async fn prometheus_query(prom: SocketAddr, query: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_admin_listener() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("note: skipped: prometheus is not installed");
+    let Some(prometheus) = prometheus() else {
         return;
-    }
+    };
     let echo = tungstenite_echo().await;
     let (proxy, addr) = TestProxy::with_proxy(&echo.to_string(), None).await;
     let mut client = RawWs::connect(addr, "/", &[]).await;
@@ -368,14 +352,10 @@ async fn a_real_prometheus_scrapes_the_admin_listener() {
         ),
     )
     .expect("write config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let prom: SocketAddr = ([127, 0, 0, 1], port).into();
+    let prom: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-    let _server = Child(
-        Command::new("prometheus")
+    let _server = KillOnDrop(
+        Command::new(prometheus)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--web.listen-address={prom}"))
             .arg(format!(

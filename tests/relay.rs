@@ -213,9 +213,7 @@ async fn non_101_answers_and_unreachable_upstreams() {
     assert_eq!(header(&client.head, "www-authenticate"), Some("Bearer"));
 
     // Nothing listens there: 502 with a body naming the upstream, proxy keeps running.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
+    let dead_addr = std::net::SocketAddr::from(([127, 0, 0, 1], closed_port()));
     let addr2 = proxy.add("dead", &dead_addr.to_string()).await;
     let (status, body) = http_with(
         addr2,
@@ -374,18 +372,13 @@ asyncio.run(main())
 
 #[tokio::test]
 async fn wss_upstreams_are_verified_and_relayed() {
-    let Ok(out) = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-    else {
-        skip_or_fail("openssl is not installed (scripts/test.sh installs it)");
+    let Some(openssl) = openssl() else {
         return;
     };
-    assert!(out.status.success());
     let dir = tempfile::tempdir().expect("tmp");
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
-    let made = std::process::Command::new("openssl")
+    let made = std::process::Command::new(openssl)
         .args([
             "req",
             "-x509",
@@ -421,7 +414,7 @@ async fn wss_upstreams_are_verified_and_relayed() {
     let upstream = format!("wss://localhost:{}/", server.addr.port());
     for (trusted, expect_ok) in [(true, true), (false, false)] {
         let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsfault"));
+        let mut cmd = std::process::Command::new(BIN);
         cmd.args([
             "proxy",
             "--listen",
@@ -438,7 +431,7 @@ async fn wss_upstreams_are_verified_and_relayed() {
             cmd.env_remove("SSL_CERT_FILE");
         }
         let child = cmd.spawn().expect("spawn proxy");
-        let _guard = ChildGuard(child);
+        let _guard = KillOnDrop(child);
         wait_listening(admin).await;
         let (_, body) = http(admin, "GET", "/proxies/default", None).await;
         let view: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -455,15 +448,5 @@ async fn wss_upstreams_are_verified_and_relayed() {
             let err = result.expect_err("an untrusted certificate must fail");
             assert!(err.to_string().contains("502"), "{err}");
         }
-    }
-}
-
-/// Kills and reaps a child process when dropped.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

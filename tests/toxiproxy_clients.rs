@@ -3,32 +3,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 
-/// A Python with the `toxiproxy` module, or `None` (with a note).
-fn python_with_toxiproxy() -> Option<PathBuf> {
-    let python = python()?;
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import toxiproxy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "note: skipped: {} has no `toxiproxy` module (pip install toxiproxy-python)",
-            python.display()
-        );
-        return None;
-    }
-    Some(python)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toxiproxy_python_client_drives_the_whole_api() {
-    let Some(python) = python_with_toxiproxy() else {
+    let Some(python) = interpreter_with("toxiproxy") else {
         return;
     };
     let echo = tungstenite_echo().await;
@@ -74,7 +55,7 @@ async fn toxiproxy_python_client_drives_the_whole_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toxics_added_by_the_python_client_act_on_traffic() {
-    let Some(python) = python_with_toxiproxy() else {
+    let Some(python) = interpreter_with("toxiproxy") else {
         return;
     };
     let upstream = RawUpstream::bind().await;

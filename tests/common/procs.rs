@@ -1,14 +1,15 @@
-//! Synchronous helpers for the tests that drive real processes (the
-//! `wsfault` binary, `docker`, `docker-compose`): child processes with a time
-//! limit that are killed on drop, a one-shot HTTP client for the admin API,
-//! Prometheus text parsing, and loopback copies of the `faults/` scenarios.
-#![allow(dead_code)]
+//! Real processes (the `wsfault` binary, `docker`, `docker-compose`):
+//! child processes with a time limit that are killed on drop, a blocking
+//! one-shot HTTP client for the admin API, Prometheus text parsing, and
+//! loopback copies of the `faults/` scenarios.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use super::wait::wait_until;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_wsfault");
@@ -51,8 +52,19 @@ impl Ran {
     }
 }
 
-/// A child process that is killed (and reaped) when dropped, so a failing
-/// test leaves nothing running.
+/// A child process spawned elsewhere, killed (and reaped) when dropped, so
+/// a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child process with its output captured, killed (and reaped) when
+/// dropped, so a failing test leaves nothing running.
 pub struct ChildGuard {
     child: Option<Child>,
     started: Instant,
@@ -154,17 +166,24 @@ pub fn wsfault(args: &[&str]) -> Command {
     cmd
 }
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Runs `wsfault ARGS` to completion off the async runtime.
+pub async fn run_wsfault(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run wsfault")
+    })
+    .await
+    .expect("join")
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns the status and
-/// the body. Errors (refused, reset, timeout) come back as `Err`.
-pub fn http(
+/// One blocking HTTP/1.1 request with `Connection: close`; returns the
+/// status and the (de-chunked) body. Errors (refused, reset, timeout) come
+/// back as `Err`.
+pub fn http_blocking(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -218,29 +237,12 @@ fn dechunk(mut rest: &str) -> String {
 
 /// Polls `GET path` until it answers 200, at most `limit`.
 pub fn wait_http_200(addr: SocketAddr, path: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok((200, _)) = http(addr, "GET", path, None) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GET http://{addr}{path} never answered 200 within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Polls until something accepts TCP connections on `addr`, at most `limit`.
-pub fn wait_tcp(addr: SocketAddr, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{addr} not listening within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("GET http://{addr}{path} never answered 200"),
+        limit,
+        Duration::from_millis(100),
+        || matches!(http_blocking(addr, "GET", path, None), Ok((200, _))),
+    );
 }
 
 /// Sum of every sample of metric `name` whose labels include all of `labels`

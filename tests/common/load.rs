@@ -1,14 +1,9 @@
-//! Helpers for the echo-server and load-client tests: the real echo server
-//! in-process, a deliberately broken server, a Python `websockets` echo
-//! server, the binary, and a small XML well-formedness check.
-//!
-//! Included with `#[path = "common/load_support.rs"] mod load_support;`.
-#![allow(dead_code)]
+//! For the echo-server and load-client tests: the real echo server
+//! in-process, a deliberately broken server, a server that refuses the
+//! upgrade, a lossy forwarder, and a small XML well-formedness check.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -231,108 +226,6 @@ pub async fn start_http_refuser(status_line: &'static str, body: &'static str) -
     addr
 }
 
-/// A loopback port with nothing listening on it.
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    port
-}
-
-/// The `wsfault` binary under test.
-pub fn wsfault_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_wsfault"))
-}
-
-/// Runs `wsfault ARGS` to completion off the async runtime.
-pub async fn run_wsfault(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(wsfault_bin())
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run wsfault")
-    })
-    .await
-    .expect("join")
-}
-
-/// A Python interpreter with `websockets`: `$WSFAULT_PYTHON`, then the
-/// repository's `.venv/bin/python`, then `python3`. None (with a note on
-/// stderr) when none can import `websockets`.
-pub fn python_with_websockets() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("WSFAULT_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    candidates.push(PathBuf::from("python3"));
-    for c in candidates {
-        let ok = Command::new(&c)
-            .args(["-c", "import websockets"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(c);
-        }
-    }
-    eprintln!("note: skipping: no python with `websockets` (set WSFAULT_PYTHON)");
-    None
-}
-
-/// A Python `websockets` echo server; killed when dropped.
-pub struct PythonEcho {
-    pub port: u16,
-    child: Child,
-}
-
-impl Drop for PythonEcho {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const PY_ECHO: &str = r#"
-import asyncio, sys
-import websockets
-
-async def echo(ws, *args):
-    try:
-        async for m in ws:
-            await ws.send(m)
-    except websockets.exceptions.ConnectionClosed:
-        pass
-
-async def main():
-    async with websockets.serve(echo, "127.0.0.1", 0, max_size=None) as server:
-        port = list(server.sockets)[0].getsockname()[1]
-        print(port, flush=True)
-        await asyncio.Future()
-
-asyncio.run(main())
-"#;
-
-/// Starts the Python echo server and reads its port.
-pub fn start_python_echo(python: &PathBuf) -> Option<PythonEcho> {
-    use std::io::BufRead;
-    let mut child = Command::new(python)
-        .args(["-c", PY_ECHO])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .ok()?;
-    let stdout = child.stdout.take()?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line).ok()?;
-    let port: u16 = line.trim().parse().ok()?;
-    Some(PythonEcho { port, child })
-}
-
 /// A small well-formedness check: balanced, properly nested tags, quoted
 /// attributes, no raw `<` or stray `&` in text or attribute values.
 pub fn check_xml(xml: &str) -> Result<(), String> {
@@ -432,20 +325,6 @@ fn check_attrs(s: &str) -> Result<(), String> {
         rest = after[end + 2..].trim_start();
     }
     Ok(())
-}
-
-/// Waits until `f` returns true, up to `timeout`.
-pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Faults of [`start_lossy_proxy`].
