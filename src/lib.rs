@@ -30,7 +30,7 @@
 //! | [`vocab`] | words every layer shares: `StreamDir`, `CutMode`, the activity clock, `UpstreamTarget` |
 //! | [`echo`] | the reference backend (echo + resume protocol) |
 //! | [`load`] | the validating load client |
-//! | [`ctl`] | the admin API client |
+//! | [`ctl`] | the admin API client: typed requests, tables and `--json` output |
 //! | [`cmd`] | the subcommands: `proxy`, `echo`, `load`, `ctl`, `demo` (flags → library calls) |
 //! | [`error`] | `UsageError` / `FailedError` and the exit codes they map to |
 //! | [`shutdown`] | SIGINT/SIGTERM as a future |

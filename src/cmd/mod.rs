@@ -5,6 +5,7 @@
 //! Exit codes follow SPEC §1:
 //! 0 success, 1 failed verdict / refused by the server, 2 bad usage or config.
 
+pub mod ctl;
 pub mod demo;
 pub mod echo;
 pub mod load;
@@ -49,7 +50,7 @@ pub enum Command {
     /// Drive load through a proxy and return a verdict.
     Load(load::LoadArgs),
     /// Talk to a running proxy's admin API (like toxiproxy-cli).
-    Ctl(crate::ctl::CtlArgs),
+    Ctl(ctl::CtlArgs),
     /// Run the whole chaos loop in one process.
     Demo(demo::DemoArgs),
 }
@@ -99,7 +100,7 @@ pub fn main() -> ExitCode {
             Command::Proxy(args) => proxy::run_command(args).await,
             Command::Echo(args) => echo::run_command(args).await,
             Command::Load(args) => load::run_command(args).await,
-            Command::Ctl(args) => crate::ctl::run_command(args).await,
+            Command::Ctl(args) => ctl::run_command(args).await,
             Command::Demo(args) => demo::run_command(args).await,
         }
     });
