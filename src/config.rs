@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use crate::toxics::ToxicSpec;
 
@@ -100,21 +100,37 @@ impl ProxySpec {
 
     /// Checks the fields that serde cannot (addresses, limits, names).
     pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|(_, message)| message)
+    }
+
+    /// [`ProxySpec::validate`], also naming the field at fault.
+    fn check(&self) -> Result<(), (&'static str, String)> {
         if self.name.is_empty() {
-            return Err("proxy name is empty: a name is required".into());
+            return Err(("name", "proxy name is empty: a name is required".into()));
         }
         crate::vocab::UpstreamTarget::parse(&self.upstream)
-            .map_err(|e| format!("proxy {:?}: {e}", self.name))?;
+            .map_err(|e| ("upstream", format!("proxy {:?}: {e}", self.name)))?;
         if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
-            return Err(format!(
-                "proxy {:?}: listen {:?} is not an address: expected host:port",
-                self.name, self.listen
+            return Err((
+                "listen",
+                format!(
+                    "proxy {:?}: listen {:?} is not an address: expected host:port",
+                    self.name, self.listen
+                ),
             ));
         }
         if self.max_frame_bytes == 0 || self.max_message_bytes == 0 {
-            return Err(format!(
-                "proxy {:?}: max_frame_bytes and max_message_bytes must be at least 1",
-                self.name
+            let field = if self.max_frame_bytes == 0 {
+                "max_frame_bytes"
+            } else {
+                "max_message_bytes"
+            };
+            return Err((
+                field,
+                format!(
+                    "proxy {:?}: max_frame_bytes and max_message_bytes must be at least 1",
+                    self.name
+                ),
             ));
         }
         Ok(())
@@ -125,7 +141,7 @@ impl ProxySpec {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    proxies: Vec<Spanned<RawProxy>>,
+    proxies: Vec<RawProxy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +161,7 @@ struct RawProxy {
     #[serde(default = "default_max_message")]
     max_message_bytes: u64,
     #[serde(default)]
-    toxics: Vec<Spanned<ToxicSpec>>,
+    toxics: Vec<ToxicSpec>,
 }
 
 /// A loaded config: proxies with validated toxics.
@@ -162,24 +178,32 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     parse_str(&text, &path.display().to_string())
 }
 
-/// Parses and validates a YAML config; `origin` names the file in errors.
+/// Parses and validates a YAML config; `origin` names the file in errors,
+/// which point at the offending key or value.
 pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    // A second, untyped pass records where every key and value sits, so that
+    // errors found after deserializing can point at the field.
+    let tree: Option<Spanned<Node>> = serde_saphyr::from_str(text).ok();
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|err| {
-        let (line, col) = err
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        ConfigError(format!(
-            "{origin}:{line}:{col}: {}",
-            first_line(&err.to_string())
-        ))
+        let (mut at, message) = yaml_error(&err);
+        if message.starts_with("missing field") {
+            // serde-saphyr points at the mapping's last key: name the mapping.
+            if let Some(map) = tree.as_ref().and_then(|t| mapping_with_key_at(t, at)) {
+                at = map;
+            }
+        }
+        ConfigError(format!("{origin}:{}: {message}", line_col(at)))
     })?;
+    let at = |path: &[Step<'_>], key: bool| -> String {
+        let loc = tree
+            .as_ref()
+            .map_or(Location::UNKNOWN, |t| locate(t, path, key));
+        format!("{origin}:{}", line_col(loc))
+    };
     let mut config = Config::default();
     let mut names = std::collections::BTreeSet::new();
-    for proxy in raw.proxies {
-        let at = |loc: &serde_saphyr::Location| format!("{origin}:{}:{}", loc.line(), loc.column());
-        let where_proxy = at(&proxy.referenced);
-        let p = proxy.value;
+    for (i, p) in raw.proxies.into_iter().enumerate() {
+        let proxy = [Step::Key("proxies"), Step::Index(i)];
         let mut spec = ProxySpec {
             name: p.name,
             listen: p.listen,
@@ -191,25 +215,42 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
             max_message_bytes: p.max_message_bytes,
             toxics: Vec::new(),
         };
-        spec.validate()
-            .map_err(|e| ConfigError(format!("{where_proxy}: {e}")))?;
+        spec.check().map_err(|(field, e)| {
+            ConfigError(format!(
+                "{}: {e}",
+                at(&[&proxy[..], &[Step::Key(field)]].concat(), false)
+            ))
+        })?;
         if !names.insert(spec.name.clone()) {
             return Err(ConfigError(format!(
-                "{where_proxy}: duplicate proxy name {:?}: names must be unique",
+                "{}: duplicate proxy name {:?}: names must be unique",
+                at(&[&proxy[..], &[Step::Key("name")]].concat(), false),
                 spec.name
             )));
         }
         let mut toxic_names = std::collections::BTreeSet::new();
-        for toxic in p.toxics {
-            let where_toxic = at(&toxic.referenced);
-            let entry = toxic
-                .value
-                .validate(0)
-                .map_err(|e| ConfigError(format!("{where_toxic}: proxy {:?}: {e}", spec.name)))?;
+        for (j, toxic) in p.toxics.into_iter().enumerate() {
+            let toxic_path = [&proxy[..], &[Step::Key("toxics"), Step::Index(j)]].concat();
+            let entry = toxic.validate(0).map_err(|e| {
+                let mut path = toxic_path.clone();
+                if let Some(field) = &e.field {
+                    match field.split_once('.') {
+                        Some((outer, inner)) => path.extend([Step::Key(outer), Step::Key(inner)]),
+                        None => path.push(Step::Key(field)),
+                    }
+                }
+                ConfigError(format!(
+                    "{}: proxy {:?}: {e}",
+                    at(&path, e.unknown_key),
+                    spec.name
+                ))
+            })?;
             if !toxic_names.insert(entry.spec.name.clone()) {
                 return Err(ConfigError(format!(
-                    "{where_toxic}: proxy {:?}: duplicate toxic name {:?}: names must be unique per proxy",
-                    spec.name, entry.spec.name
+                    "{}: proxy {:?}: duplicate toxic name {:?}: names must be unique per proxy",
+                    at(&[&toxic_path[..], &[Step::Key("name")]].concat(), false),
+                    spec.name,
+                    entry.spec.name
                 )));
             }
             spec.toxics.push(entry.spec);
@@ -217,6 +258,16 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         config.proxies.push(spec);
     }
     Ok(config)
+}
+
+/// The position and the bare message of a serde-saphyr error (no source
+/// snippet, no "at line L, column C" suffix).
+pub(crate) fn yaml_error(err: &serde_saphyr::Error) -> (Location, String) {
+    let at = err.location().unwrap_or(Location::UNKNOWN);
+    let text = err.without_snippet().to_string();
+    let suffix = format!(" at line {}, column {}", at.line(), at.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    (at, first_line(message))
 }
 
 fn first_line(text: &str) -> String {
@@ -227,35 +278,323 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
+/// `LINE:COL` of a location, 1-based (`1:1` when unknown).
+pub(crate) fn line_col(at: Location) -> String {
+    if at == Location::UNKNOWN {
+        "1:1".into()
+    } else {
+        format!("{}:{}", at.line(), at.column())
+    }
+}
+
+/// Any YAML node, with where each key and value sits.
+#[derive(Debug)]
+enum Node {
+    Map(Vec<(Spanned<Key>, Spanned<Node>)>),
+    Seq(Vec<Spanned<Node>>),
+    Scalar,
+}
+
+/// A mapping key as text (keys that are not scalars read as empty).
+#[derive(Debug)]
+struct Key(String);
+
+/// One step of a path into a [`Node`].
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Where the node at `path` sits: its value, or its key when `key` is set.
+/// A path that stops early (a missing field) gives the deepest key or item
+/// that exists.
+fn locate(root: &Spanned<Node>, path: &[Step<'_>], key: bool) -> Location {
+    let mut here = root;
+    let mut best = root.referenced;
+    for (i, step) in path.iter().enumerate() {
+        match (&here.value, step) {
+            (Node::Map(entries), Step::Key(name)) => {
+                let Some((k, v)) = entries.iter().find(|(k, _)| k.value.0 == *name) else {
+                    return best;
+                };
+                if key && i + 1 == path.len() {
+                    return k.referenced;
+                }
+                best = k.referenced;
+                here = v;
+            }
+            (Node::Seq(items), Step::Index(n)) => {
+                let Some(item) = items.get(*n) else {
+                    return best;
+                };
+                best = item.referenced;
+                here = item;
+            }
+            _ => return best,
+        }
+    }
+    here.referenced
+}
+
+/// The position of the mapping that has a key at `at`.
+fn mapping_with_key_at(node: &Spanned<Node>, at: Location) -> Option<Location> {
+    let same = |l: &Location| l.line() == at.line() && l.column() == at.column();
+    match &node.value {
+        Node::Map(entries) => {
+            if entries.iter().any(|(k, _)| same(&k.referenced)) {
+                return Some(node.referenced);
+            }
+            entries.iter().find_map(|(_, v)| mapping_with_key_at(v, at))
+        }
+        Node::Seq(items) => items.iter().find_map(|v| mapping_with_key_at(v, at)),
+        Node::Scalar => None,
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any YAML node")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_i128<E>(self, _: i128) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_u128<E>(self, _: u128) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_none<E>(self) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+                Node::deserialize(d)
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Node, D::Error> {
+                Node::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Node::Seq(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key()? {
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(Node::Map(entries))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<Key, E> {
+                Ok(Key(String::new()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Key, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Key(String::new()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Key, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Key(String::new()))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_key_is_reported_with_its_line() {
-        let err = parse_str(
-            "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    bogus: 1\n",
-            "f.yaml",
-        )
-        .expect_err("unknown key");
-        assert!(err.0.starts_with("f.yaml:5:"), "{}", err.0);
-        assert!(err.0.contains("bogus"), "{}", err.0);
+    const HEAD: &str =
+        "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n";
+
+    /// The error for `HEAD` followed by `rest`.
+    fn error(rest: &str) -> String {
+        parse_str(&format!("{HEAD}{rest}"), "f.yaml")
+            .expect_err("invalid test input")
+            .0
+    }
+
+    fn assert_at(err: &str, at: &str, needle: &str) {
+        assert!(
+            err.starts_with(&format!("f.yaml:{at}: ")),
+            "want {at}: {err}"
+        );
+        assert!(err.contains(needle), "want {needle:?}: {err}");
     }
 
     #[test]
-    fn toxic_errors_name_file_line_and_reason() {
+    fn unknown_key_is_reported_at_the_key() {
+        assert_at(&error("    bogus: 1\n"), "5:5", "bogus");
+        let err = parse_str("# top\nproxies: []\nproxxies: []\n", "f.yaml").expect_err("bad key");
+        assert_at(
+            &err.0,
+            "3:1",
+            "unknown field `proxxies`, expected one of proxies",
+        );
+        // No snippet and no second "at line" in the message.
+        assert!(
+            !err.0.contains('\n') && !err.0.contains("line 3"),
+            "{}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn bad_attribute_is_reported_at_its_value() {
+        // `probability` three lines into the toxic.
+        let err = error(
+            "    toxics:\n      - type: message_loss\n        stream: upstream\n        attributes:\n          probability: 1.5\n",
+        );
+        assert_at(
+            &err,
+            "9:24",
+            "probability=1.5 is invalid: valid range is 0..=1",
+        );
+        assert!(
+            err.contains("proxy \"a\": toxic \"message_loss_upstream\""),
+            "{err}"
+        );
+        // Flow style: the value inside the braces.
+        let err = error("    toxics:\n      - type: latency\n        attributes: {latency: -5}\n");
+        assert_at(&err, "7:31", "latency");
+    }
+
+    #[test]
+    fn unknown_attribute_is_reported_at_its_key() {
+        let err = error(
+            "    toxics:\n      - type: latency\n        attributes: {latency: 300, bogus: 1}\n",
+        );
+        assert_at(&err, "7:36", "latency has no attribute bogus");
+    }
+
+    #[test]
+    fn missing_attribute_is_reported_at_attributes_or_the_toxic() {
+        let err = error("    toxics:\n      - type: latency\n        attributes: {jitter: 1}\n");
+        assert_at(&err, "7:9", "latency attribute latency is missing");
+        let err = error("    toxics:\n      - name: x\n        type: latency\n");
+        assert_at(&err, "6:9", "latency attribute latency is missing");
+    }
+
+    #[test]
+    fn toxic_fields_are_reported_at_their_values() {
+        let err = error("    toxics:\n      - name: x\n        type: latencyy\n");
+        assert_at(&err, "7:15", "valid types are");
+        let err = error(
+            "    toxics:\n      - type: latency\n        stream: sideways\n        attributes: {latency: 1}\n",
+        );
+        assert_at(
+            &err,
+            "7:17",
+            "unknown variant `sideways`, expected one of upstream, downstream",
+        );
+        let err = error(
+            "    toxics:\n      - type: latency\n        attributes: {latency: 1}\n        toxicity: 3\n",
+        );
+        assert_at(&err, "8:19", "toxicity 3 is out of range");
+        let err = error(
+            "    toxics:\n      - type: latency\n        attributes: {latency: 1}\n        schedule: {duration: 10, period: 5}\n",
+        );
+        assert_at(&err, "8:30", "schedule.duration 10 is longer");
+        let err = error(
+            "    toxics:\n      - type: latency\n        attributes: {latency: 1}\n        match: {path: 3, bogus: 1}\n",
+        );
+        assert_at(&err, "8:26", "unknown field `bogus`, expected one of path");
+        let err = error(
+            "    toxics:\n      - {name: x, type: latency, attributes: {latency: 1}}\n      - {name: x, type: latency, attributes: {latency: 2}}\n",
+        );
+        assert_at(&err, "7:16", "duplicate toxic name \"x\"");
+    }
+
+    #[test]
+    fn proxy_fields_are_reported_at_their_values() {
         let err = parse_str(
-            "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: latency\n        attributes: {latency: -5}\n",
+            "proxies:\n  - name: a\n    listen: nowhere\n    upstream: 127.0.0.1:1\n",
             "f.yaml",
         )
-        .expect_err("bad attribute");
-        assert!(err.0.starts_with("f.yaml:6:"), "{}", err.0);
-        assert!(err.0.contains("latency"), "{}", err.0);
+        .expect_err("bad listen");
+        assert_at(&err.0, "3:13", "listen \"nowhere\" is not an address");
+        assert_at(
+            &error("    max_message_bytes: 0\n"),
+            "5:24",
+            "must be at least 1",
+        );
         let err = parse_str(
-            "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: nope\n",
+            "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: ftp://x\n",
             "f.yaml",
         )
-        .expect_err("bad type");
-        assert!(err.0.contains("valid types are"), "{}", err.0);
+        .expect_err("bad upstream");
+        assert_at(&err.0, "4:15", "proxy \"a\"");
+        let err = error("  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n");
+        assert_at(&err, "5:11", "duplicate proxy name");
+        // A missing field names the mapping that lacks it.
+        let err = parse_str("proxies:\n  - name: a\n    listen: 127.0.0.1:0\n", "f.yaml")
+            .expect_err("no upstream");
+        assert_at(&err.0, "2:5", "missing field `upstream`");
+    }
+
+    #[test]
+    fn not_yaml_is_reported_where_the_parser_stopped() {
+        let err = parse_str("proxies: [\n", "f.yaml").expect_err("not yaml");
+        assert!(err.0.starts_with("f.yaml:1:"), "{}", err.0);
     }
 }

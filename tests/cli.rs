@@ -146,11 +146,12 @@ async fn relay_workers_are_started_and_every_connection_relays() {
 fn bad_config_files_exit_2_with_file_line_col() {
     let dir = tempfile::tempdir().expect("tmp");
     let cases = [
-        ("unknown-key.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    colour: red\n", ":5:", "colour"),
-        ("bad-type.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: latencyy\n", ":6:", "valid types are"),
-        ("bad-attr.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: message_loss\n        attributes: {probability: 1.5}\n", ":6:", "0..=1"),
-        ("missing-attr.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: latency\n", ":6:", "missing"),
-        ("bad-stream.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: latency\n        stream: sideways\n        attributes: {latency: 1}\n", ":7:", "upstream"),
+        ("unknown-key.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    colour: red\n", ":5:5:", "colour"),
+        ("bad-type.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: latencyy\n", ":6:15:", "valid types are"),
+        ("bad-attr.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: message_loss\n        attributes: {probability: 1.5}\n", ":7:35:", "0..=1"),
+        ("missing-attr.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: latency\n", ":6:9:", "missing"),
+        ("bad-stream.yaml", "proxies:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n    toxics:\n      - type: latency\n        stream: sideways\n        attributes: {latency: 1}\n", ":7:17:", "upstream"),
+        ("bad-listen.yaml", "proxies:\n  - name: a\n    listen: nowhere\n    upstream: 127.0.0.1:1\n", ":3:13:", "listen \"nowhere\""),
         ("not-yaml.yaml", "proxies: [\n", ":", ""),
     ];
     for (name, text, at, needle) in cases {

@@ -16,6 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+
+use crate::config::{line_col, yaml_error};
 
 /// One phase of a load scenario.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,10 +54,12 @@ pub enum ScenarioError {
         source: std::io::Error,
     },
     /// The file's content is not a valid scenario.
-    #[error("--scenario {path}: {message}")]
+    #[error("--scenario {path}:{at}: {message}")]
     Invalid {
         /// The file.
         path: String,
+        /// `LINE:COL` of the offending key or value.
+        at: String,
         /// What is wrong, naming the phase and field.
         message: String,
     },
@@ -63,7 +68,7 @@ pub enum ScenarioError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    phases: Option<Vec<RawPhase>>,
+    phases: Option<Spanned<Vec<Spanned<RawPhase>>>>,
 }
 
 #[derive(Deserialize)]
@@ -72,11 +77,11 @@ struct RawPhase {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
-    duration: Option<RawDuration>,
+    duration: Option<Spanned<RawDuration>>,
     #[serde(default)]
-    connections: Option<f64>,
+    connections: Option<Spanned<f64>>,
     #[serde(default)]
-    rate: Option<f64>,
+    rate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -102,75 +107,111 @@ pub fn parse_scenario(
     path: &str,
     default_rate: f64,
 ) -> Result<Vec<Phase>, ScenarioError> {
-    let invalid = |message: String| ScenarioError::Invalid {
+    let invalid = |at: Location, message: String| ScenarioError::Invalid {
         path: path.to_string(),
+        at: line_col(at),
         message,
     };
     let raw: RawFile = serde_saphyr::from_str(text).map_err(|err| {
-        invalid(format!(
-            "{err} (expected `phases:` with items {{name, duration, connections, rate}})"
-        ))
+        let (at, message) = yaml_error(&err);
+        invalid(
+            at,
+            format!(
+                "{message} (expected `phases:` with items {{name, duration, connections, rate}})"
+            ),
+        )
     })?;
     let raw_phases = raw.phases.ok_or_else(|| {
-        invalid("missing field `phases` (a list of {name, duration, connections, rate})".into())
+        invalid(
+            Location::UNKNOWN,
+            "missing field `phases` (a list of {name, duration, connections, rate})".into(),
+        )
     })?;
-    if raw_phases.is_empty() {
+    if raw_phases.value.is_empty() {
         return Err(invalid(
+            raw_phases.referenced,
             "field `phases` is empty: give at least one phase".into(),
         ));
     }
-    let mut phases = Vec::with_capacity(raw_phases.len());
-    for (i, p) in raw_phases.into_iter().enumerate() {
+    let mut phases = Vec::with_capacity(raw_phases.value.len());
+    for (i, phase) in raw_phases.value.into_iter().enumerate() {
+        let (p, phase_at) = (phase.value, phase.referenced);
         let name = p.name.unwrap_or_else(|| format!("phase{}", i + 1));
         let at = format!("phase {} (`{name}`)", i + 1);
         let duration = match p.duration {
             None => {
-                return Err(invalid(format!(
-                    "{at}: missing field `duration` (e.g. 30s, 500ms, 2m)"
-                )))
+                return Err(invalid(
+                    phase_at,
+                    format!("{at}: missing field `duration` (e.g. 30s, 500ms, 2m)"),
+                ))
             }
-            Some(RawDuration::Seconds(s)) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
-            Some(RawDuration::Seconds(s)) => {
-                return Err(invalid(format!(
-                    "{at}: field `duration`: `{s}` must be a positive duration (e.g. 30s)"
-                )))
-            }
-            Some(RawDuration::Text(t)) => match humantime::parse_duration(t.trim()) {
-                Ok(d) if !d.is_zero() => d,
-                Ok(_) => {
-                    return Err(invalid(format!(
-                        "{at}: field `duration`: `{t}` must be longer than zero"
-                    )))
+            Some(d) => match d.value {
+                RawDuration::Seconds(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+                RawDuration::Seconds(s) => {
+                    return Err(invalid(
+                        d.referenced,
+                        format!(
+                            "{at}: field `duration`: `{s}` must be a positive duration (e.g. 30s)"
+                        ),
+                    ))
                 }
-                Err(err) => {
-                    return Err(invalid(format!(
-                    "{at}: field `duration`: `{t}` is not a duration ({err}; e.g. 30s, 500ms, 2m)"
-                )))
-                }
+                RawDuration::Text(t) => match humantime::parse_duration(t.trim()) {
+                    Ok(v) if !v.is_zero() => v,
+                    Ok(_) => {
+                        return Err(invalid(
+                            d.referenced,
+                            format!("{at}: field `duration`: `{t}` must be longer than zero"),
+                        ))
+                    }
+                    Err(err) => {
+                        return Err(invalid(
+                            d.referenced,
+                            format!(
+                                "{at}: field `duration`: `{t}` is not a duration ({err}; e.g. 30s, 500ms, 2m)"
+                            ),
+                        ))
+                    }
+                },
             },
         };
         let connections = match p.connections {
             None => {
-                return Err(invalid(format!(
-                "{at}: missing field `connections` (the connection target at the end of the phase)"
-            )))
+                return Err(invalid(
+                    phase_at,
+                    format!(
+                        "{at}: missing field `connections` (the connection target at the end of the phase)"
+                    ),
+                ))
             }
-            Some(c) if c.is_finite() && c >= 0.0 && c.fract() == 0.0 && c <= 1_000_000.0 => {
-                c as u32
+            Some(c)
+                if c.value.is_finite()
+                    && c.value >= 0.0
+                    && c.value.fract() == 0.0
+                    && c.value <= 1_000_000.0 =>
+            {
+                c.value as u32
             }
             Some(c) => {
-                return Err(invalid(format!(
-                    "{at}: field `connections`: `{c}` must be a whole number from 0 to 1000000"
-                )))
+                return Err(invalid(
+                    c.referenced,
+                    format!(
+                        "{at}: field `connections`: `{}` must be a whole number from 0 to 1000000",
+                        c.value
+                    ),
+                ))
             }
         };
         let rate = match p.rate {
             None => default_rate,
-            Some(r) if r.is_finite() && r >= 0.0 => r,
+            Some(r) if r.value.is_finite() && r.value >= 0.0 => r.value,
             Some(r) => {
-                return Err(invalid(format!(
-                    "{at}: field `rate`: `{r}` must be a number of messages per second, 0 or more"
-                )))
+                return Err(invalid(
+                    r.referenced,
+                    format!(
+                    "{at}: field `rate`: `{}` must be a number of messages per second, 0 or more",
+                    r.value
+                ),
+                ))
             }
         };
         phases.push(Phase {
@@ -230,6 +271,53 @@ mod tests {
         let s = schedule_at(&phases, 0, Duration::from_secs(15)).expect("valid test input");
         assert!((s.target - 250.0).abs() < 1e-6);
         assert!(schedule_at(&phases, 0, Duration::from_secs(91)).is_none());
+    }
+
+    fn error(yaml: &str) -> String {
+        parse_scenario(yaml, "f.yaml", 1.0)
+            .expect_err("invalid test input")
+            .to_string()
+    }
+
+    #[test]
+    fn errors_point_at_the_field() {
+        // Flow style: the value inside the braces.
+        let err = error("phases:\n  - {name: a, duration: 3x, connections: 1}\n");
+        assert!(
+            err.starts_with("--scenario f.yaml:2:25: phase 1 (`a`): field `duration`: `3x`"),
+            "{err}"
+        );
+        // Block style, the bad field three lines into the second phase.
+        let err = error(
+            "phases:\n  - {name: a, duration: 1s, connections: 1}\n  - name: b\n    duration: 1s\n    rate: 2\n    connections: -4\n",
+        );
+        assert!(
+            err.starts_with("--scenario f.yaml:6:18: phase 2 (`b`): field `connections`: `-4`"),
+            "{err}"
+        );
+        let err =
+            error("phases:\n  - name: b\n    duration: 1s\n    rate: -1\n    connections: 4\n");
+        assert!(
+            err.starts_with("--scenario f.yaml:4:11: phase 1 (`b`): field `rate`"),
+            "{err}"
+        );
+        // A missing field names the phase; an unknown key is reported at the key.
+        let err = error("phases:\n  - name: b\n    duration: 1s\n");
+        assert!(
+            err.starts_with("--scenario f.yaml:2:5: phase 1 (`b`): missing field `connections`"),
+            "{err}"
+        );
+        let err = error("phases:\n  - name: b\n    duration: 1s\n    colour: red\n");
+        assert!(
+            err.starts_with("--scenario f.yaml:4:5: unknown field `colour`"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        let err = error("# none\nphases: []\n");
+        assert!(
+            err.starts_with("--scenario f.yaml:2:9: field `phases` is empty"),
+            "{err}"
+        );
     }
 
     #[test]

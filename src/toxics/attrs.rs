@@ -10,8 +10,27 @@ use serde_json::{Map, Value};
 
 /// An invalid attribute.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AttrError(pub String);
+#[error("{message}")]
+pub struct AttrError {
+    /// What is wrong, naming the attribute, the value and the valid range.
+    pub message: String,
+    /// The attribute at fault (its key in `attributes`), when there is one.
+    pub field: Option<String>,
+    /// Whether `field` is a key that should not be there (rather than a
+    /// bad or missing value).
+    pub unknown_key: bool,
+}
+
+impl AttrError {
+    /// A bad or missing value of attribute `field`.
+    pub fn new(field: &str, message: impl Into<String>) -> AttrError {
+        AttrError {
+            message: message.into(),
+            field: Some(field.to_string()),
+            unknown_key: false,
+        }
+    }
+}
 
 /// The attributes of one toxic, consumed by its type's `parse`.
 #[derive(Debug)]
@@ -37,10 +56,13 @@ impl Attributes {
     }
 
     fn missing(&self, name: &str, range: &str) -> AttrError {
-        AttrError(format!(
-            "{} attribute {name} is missing: valid range is {range}",
-            self.kind
-        ))
+        AttrError::new(
+            name,
+            format!(
+                "{} attribute {name} is missing: valid range is {range}",
+                self.kind
+            ),
+        )
     }
 
     /// An optional unsigned integer in `range`.
@@ -63,11 +85,14 @@ impl Attributes {
         };
         match parsed {
             Some(v) if range.contains(&v) => Ok(Some(v)),
-            _ => Err(AttrError(format!(
-                "{kind} attribute {name}={value} is invalid: valid range is integers {}..={}",
-                range.start(),
-                range.end()
-            ))),
+            _ => Err(AttrError::new(
+                name,
+                format!(
+                    "{kind} attribute {name}={value} is invalid: valid range is integers {}..={}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
         }
     }
 
@@ -100,11 +125,14 @@ impl Attributes {
         };
         match value.as_f64() {
             Some(v) if range.contains(&v) => Ok(Some(v)),
-            _ => Err(AttrError(format!(
-                "{kind} attribute {name}={value} is invalid: valid range is {}..={}",
-                range.start(),
-                range.end()
-            ))),
+            _ => Err(AttrError::new(
+                name,
+                format!(
+                    "{kind} attribute {name}={value} is invalid: valid range is {}..={}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
         }
     }
 
@@ -125,9 +153,12 @@ impl Attributes {
         match self.get(name) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(AttrError(format!(
-                "{kind} attribute {name}={other} is invalid: valid choices are true, false"
-            ))),
+            Some(other) => Err(AttrError::new(
+                name,
+                format!(
+                    "{kind} attribute {name}={other} is invalid: valid choices are true, false"
+                ),
+            )),
         }
     }
 
@@ -137,9 +168,10 @@ impl Attributes {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(AttrError(format!(
-                "{kind} attribute {name}={other} is invalid: expected a string"
-            ))),
+            Some(other) => Err(AttrError::new(
+                name,
+                format!("{kind} attribute {name}={other} is invalid: expected a string"),
+            )),
         }
     }
 
@@ -154,10 +186,13 @@ impl Attributes {
         match self.opt_string(name)? {
             None => Ok(default.to_string()),
             Some(s) if choices.contains(&s.as_str()) => Ok(s),
-            Some(s) => Err(AttrError(format!(
-                "{kind} attribute {name}={s:?} is invalid: valid choices are {}",
-                choices.join(", ")
-            ))),
+            Some(s) => Err(AttrError::new(
+                name,
+                format!(
+                    "{kind} attribute {name}={s:?} is invalid: valid choices are {}",
+                    choices.join(", ")
+                ),
+            )),
         }
     }
 
@@ -170,10 +205,13 @@ impl Attributes {
     ) -> Result<Vec<String>, AttrError> {
         let kind = self.kind.clone();
         let bad = |v: &Value| {
-            AttrError(format!(
-                "{kind} attribute {name}={v} is invalid: valid choices are lists of {}",
-                choices.join(", ")
-            ))
+            AttrError::new(
+                name,
+                format!(
+                    "{kind} attribute {name}={v} is invalid: valid choices are lists of {}",
+                    choices.join(", ")
+                ),
+            )
         };
         match self.get(name) {
             None => Ok(default.iter().map(|s| s.to_string()).collect()),
@@ -206,15 +244,19 @@ impl Attributes {
             .collect();
         if let Some(key) = unknown.first() {
             let known: Vec<&str> = self.asked.iter().map(String::as_str).collect();
-            return Err(AttrError(format!(
-                "{} has no attribute {key}: valid attributes are {}",
-                self.kind,
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
+            return Err(AttrError {
+                message: format!(
+                    "{} has no attribute {key}: valid attributes are {}",
+                    self.kind,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+                field: Some(key.to_string()),
+                unknown_key: true,
+            });
         }
         Ok(())
     }

@@ -25,16 +25,20 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
     let code = attrs.u64_or("code", 1000..=4999, 1000)? as u16;
     let reason = attrs.opt_string("reason")?.unwrap_or_default();
     if reason.len() > 123 {
-        return Err(AttrError(format!(
-            "close attribute reason is {} bytes long: valid range is 0..=123 bytes",
-            reason.len()
-        )));
+        return Err(AttrError::new(
+            "reason",
+            format!(
+                "close attribute reason is {} bytes long: valid range is 0..=123 bytes",
+                reason.len()
+            ),
+        ));
     }
     let after_ms = attrs.opt_u64("after_ms", 0..=86_400_000)?;
     let after_messages = attrs.opt_u64("after_messages", 0..=u64::MAX >> 1)?;
     if after_ms.is_some() && after_messages.is_some() {
-        return Err(AttrError(
-            "close takes after_ms or after_messages, not both".into(),
+        return Err(AttrError::new(
+            "after_messages",
+            "close takes after_ms or after_messages, not both",
         ));
     }
     Ok(Arc::new(Close {

@@ -32,8 +32,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
     let after_messages = attrs.opt_u64("after_messages", 0..=u64::MAX >> 1)?;
     let after_ms = attrs.opt_u64("after_ms", 0..=86_400_000)?;
     if after_messages.is_some() && after_ms.is_some() {
-        return Err(AttrError(
-            "drop_connection takes after_messages or after_ms, not both".into(),
+        return Err(AttrError::new(
+            "after_ms",
+            "drop_connection takes after_messages or after_ms, not both",
         ));
     }
     let probability = attrs.probability_or("probability", 1.0)?;

@@ -180,6 +180,13 @@ pub struct ToxicError {
     pub toxic: String,
     /// What is wrong, naming the field, the value and the valid choices.
     pub message: String,
+    /// The field at fault, as a dotted path (`type`, `toxicity`,
+    /// `schedule.duration`, `attributes.probability`), so that a config file
+    /// can point at it.
+    pub field: Option<String>,
+    /// Whether `field` is a key that should not be there (rather than a bad
+    /// or missing value).
+    pub unknown_key: bool,
 }
 
 /// A validated toxic, ready to be instantiated on connections.
@@ -202,29 +209,48 @@ impl ToxicSpec {
         if self.name.is_empty() {
             self.name = format!("{}_{}", self.kind, self.stream.label());
         }
-        let err = |message: String| ToxicError {
+        let err = |field: &str, message: String| ToxicError {
             toxic: self.name.clone(),
             message,
+            field: Some(field.to_string()),
+            unknown_key: false,
+        };
+        let attr_err = |e: AttrError| ToxicError {
+            toxic: self.name.clone(),
+            message: e.message,
+            field: Some(
+                e.field
+                    .map_or("attributes".into(), |f| format!("attributes.{f}")),
+            ),
+            unknown_key: e.unknown_key,
         };
         let Some((_, parse)) = REGISTRY.iter().find(|(name, _)| *name == self.kind) else {
-            return Err(err(format!(
-                "unknown type {:?}: valid types are {}",
-                self.kind,
-                type_names()
-            )));
+            return Err(err(
+                "type",
+                format!(
+                    "unknown type {:?}: valid types are {}",
+                    self.kind,
+                    type_names()
+                ),
+            ));
         };
         if !(0.0..=1.0).contains(&self.toxicity) || self.toxicity.is_nan() {
-            return Err(err(format!(
-                "toxicity {} is out of range: valid range is 0..=1",
-                self.toxicity
-            )));
+            return Err(err(
+                "toxicity",
+                format!(
+                    "toxicity {} is out of range: valid range is 0..=1",
+                    self.toxicity
+                ),
+            ));
         }
         if let Some(schedule) = &self.schedule {
-            schedule.validate().map_err(err)?;
+            schedule
+                .validate()
+                .map_err(|m| err("schedule.duration", m))?;
         }
         let mut attrs = Attributes::new(&self.kind, self.attributes.clone());
-        let def = parse(&mut attrs).map_err(|e| err(e.to_string()))?;
-        attrs.finish().map_err(|e| err(e.to_string()))?;
+        let def = parse(&mut attrs).map_err(attr_err)?;
+        attrs.finish().map_err(attr_err)?;
         Ok(ToxicEntry {
             spec: self,
             def,

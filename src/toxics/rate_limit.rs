@@ -35,7 +35,7 @@ struct RateLimit {
 pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
     let per_second = attrs
         .opt_f64("messages_per_second", 0.001..=10_000_000.0)?
-        .ok_or_else(|| AttrError("rate_limit attribute messages_per_second is missing: valid range is 0.001..=10000000".into()))?;
+        .ok_or_else(|| AttrError::new("messages_per_second", "rate_limit attribute messages_per_second is missing: valid range is 0.001..=10000000"))?;
     let burst = attrs.u64_or("burst", 1..=100_000_000, per_second.ceil().max(1.0) as u64)?;
     let action = match attrs
         .choice_or("action", &["delay", "drop", "close"], "delay")?

@@ -19,7 +19,7 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
     let duration = attrs.u64("duration", 1..=86_400_000)?;
     let every = attrs.u64_or("every", 0..=86_400_000, 0)?;
     if every != 0 && every < duration {
-        return Err(AttrError(format!(
+        return Err(AttrError::new("every", format!(
             "stall attribute every={every} is invalid: valid range is 0 (once) or {duration}..=86400000 (at least duration)"
         )));
     }
