@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ms, AttrError, Attributes, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker,
-    ToxicCx, ToxicDef, ToxicState,
+use super::api::{
+    ms, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef,
+    ToxicState,
 };
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
 
 #[derive(Debug)]

@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use rand::RngExt;
 
-use super::{
-    ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker,
-    ToxicCx, ToxicDef, ToxicState,
+use super::api::{
+    ms, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState,
 };
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
+use crate::vocab::CutMode;
 
 #[derive(Debug)]
 struct DropConnection {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rand::RngExt;
 
-use super::{AttrError, Attributes, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::api::{InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use crate::frame::{Frame, Opcode};
 
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{AttrError, Attributes, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::api::{InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use crate::frame::{Frame, Opcode};
 
 /// Payload of the pings `fragment` and `slicer` insert.

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 
-use super::{ms, AttrError, Attributes, HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::api::{ms, HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 
 #[derive(Debug)]
 struct HandshakeDelay {

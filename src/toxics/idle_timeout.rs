@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ms, AttrError, Attributes, CloseSpec, CutMode, DeadlineCx, EndAction, InstanceCx, Item,
-    ToxicCx, ToxicDef, ToxicState,
+use super::api::{
+    ms, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState,
 };
+use super::attrs::{AttrError, Attributes};
+use crate::vocab::CutMode;
 
 #[derive(Debug)]
 struct IdleTimeout {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use rand::RngExt;
 
-use super::{ms, AttrError, Attributes, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::api::{ms, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
 
 #[derive(Debug)]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{
-    AttrError, Attributes, CutMode, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState,
-};
+use super::api::{EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
+use crate::vocab::CutMode;
 
 #[derive(Debug)]
 struct LimitData {

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use rand::RngExt;
 
-use super::{
-    AttrError, Attributes, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState,
-};
+use super::api::{InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
 
 #[derive(Debug)]

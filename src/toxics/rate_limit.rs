@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{
-    AttrError, Attributes, CloseSpec, EndAction, InstanceCx, Item, MessageTracker, ToxicCx,
-    ToxicDef, ToxicState,
+use super::api::{
+    CloseSpec, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState,
 };
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::RngExt;
 
-use super::{AttrError, Attributes, HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::api::{HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 
 #[derive(Debug)]
 struct RejectHandshake {

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef,
-    ToxicState,
-};
+use super::api::{ms, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
+use crate::vocab::CutMode;
 
 #[derive(Debug)]
 struct ResetPeer {

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use rand::RngExt;
 
+use super::api::{InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use super::fragment::split_frame;
-use super::{AttrError, Attributes, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
 use crate::frame::Frame;
 
 #[derive(Debug)]

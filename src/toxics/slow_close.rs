@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{ms, AttrError, Attributes, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::api::{ms, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use crate::frame::{Frame, Opcode};
 
 #[derive(Debug)]

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ms, AttrError, Attributes, DeadlineCx, InstanceCx, ToxicDef, ToxicState};
+use super::api::{ms, DeadlineCx, InstanceCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 
 #[derive(Debug)]
 struct Stall {
