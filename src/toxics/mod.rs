@@ -25,7 +25,10 @@
 //! | `spec.rs` | [`ToxicSpec`], [`ScheduleSpec`], [`ToxicError`], validation into a [`ToxicEntry`] |
 //! | `runtime.rs` | [`ActiveToxic`], [`run_chain`], [`run_deadline`], [`handshake_actions`] |
 //!
-//! The type files (`latency.rs` ...) import from `api` and `attrs` only.
+//! | `testkit.rs` | tests only: drives a type's state on a fixed clock with a seeded RNG |
+//!
+//! The type files (`latency.rs` ...) import from `api` and `attrs` only, and
+//! each carries unit tests of its decisions beside its logic.
 
 mod api;
 mod attrs;
@@ -102,3 +105,7 @@ impl ToxicSpec {
         self.validate_in(version, REGISTRY)
     }
 }
+
+// Last in the file: tools that read sources stop at the first test item.
+#[cfg(test)]
+pub(crate) mod testkit;
