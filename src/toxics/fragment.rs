@@ -182,7 +182,10 @@ mod tests {
         );
         kit.to_server = true;
         let client_key = [1, 2, 3, 4];
-        let out = kit.frame(0, Frame::build(true, 0, Opcode::Text, b"abcdefghij", Some(client_key)));
+        let out = kit.frame(
+            0,
+            Frame::build(true, 0, Opcode::Text, b"abcdefghij", Some(client_key)),
+        );
         assert_eq!(
             kit.log(&out),
             [
@@ -219,7 +222,10 @@ mod tests {
             "fragment attribute max_frame_bytes=0 is invalid: valid range is integers 1..=4294967295"
         );
         assert_eq!(
-            parse_error("fragment", json!({"max_frame_bytes": 4, "interleave_ping": "yes"})),
+            parse_error(
+                "fragment",
+                json!({"max_frame_bytes": 4, "interleave_ping": "yes"})
+            ),
             "fragment attribute interleave_ping=\"yes\" is invalid: valid choices are true, false"
         );
     }

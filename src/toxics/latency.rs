@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(got, [82, 87, 109, 97, 119, 99, 109, 93, 120, 83, 84, 87]);
         assert!(got.iter().all(|d| (80..=120).contains(d)), "{got:?}");
         let (min, max) = (got.iter().min(), got.iter().max());
-        assert!(max.zip(min).is_some_and(|(a, b)| a - b >= 20), "spread {got:?}");
+        assert!(
+            max.zip(min).is_some_and(|(a, b)| a - b >= 20),
+            "spread {got:?}"
+        );
         let mut again = Kit::new("latency", json!({"latency": 100, "jitter": 20}), 7);
         assert_eq!(delays(&mut again, 12), got, "same seed, same delays");
         let mut other = Kit::new("latency", json!({"latency": 100, "jitter": 20}), 8);

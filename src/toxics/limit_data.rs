@@ -91,7 +91,10 @@ mod tests {
             Item::Raw(bytes) => assert_eq!(&bytes[..], &wire(&third)[..6]),
             other => panic!("expected raw bytes, got {other:?}"),
         }
-        assert!(kit.frame(3, text("more")).is_empty(), "nothing after the cut");
+        assert!(
+            kit.frame(3, text("more")).is_empty(),
+            "nothing after the cut"
+        );
         assert_eq!(kit.actions, 1);
     }
 

@@ -82,7 +82,11 @@ mod tests {
         let mut kit = Kit::new("message_loss", json!({"probability": 0.3}), 1);
         let got = dropped(&mut kit, 30);
         assert_eq!(got, [2, 4, 8, 9, 12, 14, 15, 20, 22, 24, 26]);
-        assert_eq!(kit.actions, got.len() as u64, "one action per dropped message");
+        assert_eq!(
+            kit.actions,
+            got.len() as u64,
+            "one action per dropped message"
+        );
         let mut other = Kit::new("message_loss", json!({"probability": 0.3}), 2);
         assert_ne!(dropped(&mut other, 30), got, "another seed, other drops");
     }

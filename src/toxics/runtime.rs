@@ -282,3 +282,225 @@ pub fn handshake_actions_at(
     }
     actions
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::frame::{Frame, Opcode};
+    use crate::toxics::api::ms;
+    use crate::toxics::testkit::{actions_of, active, entry, facts, frame, metrics, show, text};
+
+    /// Runs `frame` through `chain` at `now_ms` after `base`; returns
+    /// (release ms after base, description).
+    fn pass(
+        chain: &mut [ActiveToxic],
+        base: Instant,
+        now_ms: u64,
+        facts: &ConnFacts,
+        frame: Frame,
+    ) -> Vec<(u128, String)> {
+        let activity = Activity::new(base);
+        let now = base + ms(now_ms);
+        let cx = ChainCx {
+            now,
+            to_server: false,
+            activity: &activity,
+            facts,
+        };
+        let mut out = Vec::new();
+        let input = Output {
+            not_before: now,
+            item: Item::Frame(frame),
+        };
+        run_chain(chain, input, &cx, &mut out);
+        out.iter()
+            .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
+            .collect()
+    }
+
+    #[test]
+    fn toxicity_is_drawn_once_per_connection_from_the_seed() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "message_loss", "toxicity": 0.5, "attributes": {"probability": 1.0}}),
+            base,
+        );
+        let m = metrics();
+        let applies: Vec<u64> = (0..30)
+            .filter(|ordinal| active(e.clone(), &facts(base), 6, *ordinal, &m).applies())
+            .collect();
+        assert_eq!(applies, [1, 2, 3, 7, 8, 11, 20, 22, 25, 29]);
+    }
+
+    #[test]
+    fn schedule_opens_between_messages_only() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "latency", "attributes": {"latency": 100}, "schedule": {"start_after": 100}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
+        assert_eq!(
+            pass(&mut chain, base, 50, &f, text("a")),
+            [(50, "text:a".into())]
+        );
+        // A message that started before the window passes whole, untouched.
+        assert_eq!(
+            pass(&mut chain, base, 90, &f, frame(false, Opcode::Text, "b")),
+            [(90, "text+:b".into())]
+        );
+        assert_eq!(
+            pass(
+                &mut chain,
+                base,
+                150,
+                &f,
+                frame(true, Opcode::Continuation, "c")
+            ),
+            [(150, "cont:c".into())]
+        );
+        assert_eq!(
+            pass(&mut chain, base, 160, &f, text("d")),
+            [(260, "text:d".into())]
+        );
+        assert_eq!(actions_of(&m, &e), 1);
+        // While closed, the link is woken to look again 50 ms later.
+        let mut closed = active(e, &f, 1, 0, &m);
+        assert_eq!(
+            closed.next_deadline(base + ms(10), &Activity::new(base)),
+            Some(base + ms(60))
+        );
+    }
+
+    #[test]
+    fn payload_changing_toxics_skip_compressed_messages_and_count_the_skip() {
+        let base = Instant::now();
+        let mut f = facts(base);
+        f.compressed = true;
+        let e = entry(
+            json!({"type": "message_loss", "attributes": {"probability": 1.0}}),
+            base,
+        );
+        let m = metrics();
+        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
+        let compressed = Frame::build(true, 0b100, Opcode::Text, b"z", None);
+        assert_eq!(
+            pass(&mut chain, base, 0, &f, compressed),
+            [(0, "text:z".into())]
+        );
+        assert!(pass(&mut chain, base, 1, &f, text("plain")).is_empty());
+        assert_eq!(m.toxic_skips(&e.spec.name, &e.spec.kind).get(), 1);
+        assert_eq!(actions_of(&m, &e), 1);
+    }
+
+    #[test]
+    fn the_chain_applies_toxics_in_order() {
+        let base = Instant::now();
+        let f = facts(base);
+        let m = metrics();
+        let mut chain = [
+            active(
+                entry(
+                    json!({"type": "latency", "attributes": {"latency": 100}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+            active(
+                entry(
+                    json!({"type": "fragment", "attributes": {"max_frame_bytes": 2}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+        ];
+        assert_eq!(
+            pass(&mut chain, base, 5, &f, text("abcde")),
+            [
+                (105, "text+:ab".into()),
+                (105, "cont+:cd".into()),
+                (105, "cont:e".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deadline_passes_through_the_rest_of_the_chain() {
+        let base = Instant::now();
+        let f = facts(base);
+        let m = metrics();
+        let activity = Activity::new(base);
+        let mut chain = [
+            active(
+                entry(
+                    json!({"type": "reset_peer", "attributes": {"timeout": 50}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+            active(
+                entry(
+                    json!({"type": "latency", "attributes": {"latency": 100}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+        ];
+        assert_eq!(chain[0].next_deadline(base, &activity), Some(base + ms(50)));
+        let now = base + ms(50);
+        // The link refreshes activation before it runs a deadline.
+        assert_eq!(chain[0].next_deadline(now, &activity), Some(now));
+        let cx = ChainCx {
+            now,
+            to_server: false,
+            activity: &activity,
+            facts: &f,
+        };
+        let mut out = Vec::new();
+        run_deadline(&mut chain, 0, &cx, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
+            .collect();
+        assert_eq!(got, [(50, "cut:Reset".to_string())]);
+    }
+
+    #[test]
+    fn handshake_schedules_count_from_the_toxic_being_added() {
+        let added = Instant::now();
+        let e = entry(
+            json!({"type": "reject_handshake", "schedule": {"start_after": 100}}),
+            added,
+        );
+        let f = facts(added);
+        let before = handshake_actions_at(added + ms(99), &[e.clone()], &f, Some(1), "p", 0);
+        assert!(before.is_empty());
+        let after = handshake_actions_at(added + ms(100), &[e], &f, Some(1), "p", 0);
+        assert_eq!(after.len(), 1);
+        assert_eq!(
+            after[0].1,
+            HandshakeAction::Reject {
+                status: 503,
+                body: "wsfault: handshake rejected\n".into()
+            }
+        );
+    }
+}

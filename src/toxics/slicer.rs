@@ -94,15 +94,15 @@ mod tests {
 
     #[test]
     fn fixed_size_slices_are_spaced_delay_microseconds_apart() {
-        let mut kit = Kit::new(
-            "slicer",
-            json!({"average_size": 4, "delay": 100}),
-            1,
-        );
+        let mut kit = Kit::new("slicer", json!({"average_size": 4, "delay": 100}), 1);
         let out = kit.frame(0, text("abcdefghij"));
         assert_eq!(
             kit.log(&out),
-            [us(0, "text+:abcd"), us(100, "cont+:efgh"), us(200, "cont:ij")]
+            [
+                us(0, "text+:abcd"),
+                us(100, "cont+:efgh"),
+                us(200, "cont:ij")
+            ]
         );
         assert_eq!(kit.actions, 1, "one action per sliced frame");
     }

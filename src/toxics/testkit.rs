@@ -37,7 +37,10 @@ pub(crate) fn parse(kind: &str, attrs: Value) -> Result<Arc<dyn ToxicDef>, Strin
         .iter()
         .find(|(name, _)| *name == kind)
         .unwrap_or_else(|| panic!("no toxic type {kind}"));
-    let map = attrs.as_object().cloned().expect("attributes are an object");
+    let map = attrs
+        .as_object()
+        .cloned()
+        .expect("attributes are an object");
     let mut attrs = Attributes::new(kind, map);
     let def = parse(&mut attrs).map_err(|e| e.to_string())?;
     attrs.finish().map_err(|e| e.to_string())?;
@@ -100,10 +103,7 @@ pub(crate) fn show(item: &Item) -> String {
                 Opcode::Pong => "pong",
             };
             let more = if f.header.fin { "" } else { "+" };
-            format!(
-                "{op}{more}:{}",
-                String::from_utf8_lossy(&f.plain_payload())
-            )
+            format!("{op}{more}:{}", String::from_utf8_lossy(&f.plain_payload()))
         }
         Item::Raw(bytes) => format!("raw:{}", bytes.len()),
         Item::Eof => "eof".into(),
