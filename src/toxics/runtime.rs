@@ -397,6 +397,18 @@ mod tests {
         assert!(pass(&mut chain, base, 1, &f, text("plain")).is_empty());
         assert_eq!(m.toxic_skips(&e.spec.name, &e.spec.kind).get(), 1);
         assert_eq!(actions_of(&m, &e), 1);
+        // A toxic that leaves payloads alone acts on compressed messages.
+        let slow = entry(
+            json!({"type": "latency", "attributes": {"latency": 100}}),
+            base,
+        );
+        let mut chain = [active(slow.clone(), &f, 1, 0, &m)];
+        let compressed = Frame::build(true, 0b100, Opcode::Text, b"z", None);
+        assert_eq!(
+            pass(&mut chain, base, 0, &f, compressed),
+            [(100, "text:z".into())]
+        );
+        assert_eq!(m.toxic_skips(&slow.spec.name, &slow.spec.kind).get(), 0);
     }
 
     #[test]
