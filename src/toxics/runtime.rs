@@ -503,9 +503,10 @@ mod tests {
             added,
         );
         let f = facts(added);
-        let before = handshake_actions_at(added + ms(99), &[e.clone()], &f, Some(1), "p", 0);
+        let entries = [e];
+        let before = handshake_actions_at(added + ms(99), &entries, &f, Some(1), "p", 0);
         assert!(before.is_empty());
-        let after = handshake_actions_at(added + ms(100), &[e], &f, Some(1), "p", 0);
+        let after = handshake_actions_at(added + ms(100), &entries, &f, Some(1), "p", 0);
         assert_eq!(after.len(), 1);
         assert_eq!(
             after[0].1,
