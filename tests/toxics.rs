@@ -138,22 +138,43 @@ async fn latency_delays_each_frame_and_keeps_order() {
             json!({"name": "jittery", "type": "latency", "attributes": {"latency": 150, "jitter": 50}}),
         )
         .await;
+    // With --seed 1 the delays are those of connection 0's "jittery" RNG;
+    // order is kept, so frame i goes at the latest of delays 0..=i.
+    use rand::RngExt;
+    use wsfault::toxics::{toxic_rng, StreamDir};
+    let mut rng = toxic_rng(Some(1), "p", 0, StreamDir::Downstream, "jittery");
+    let due: Vec<u128> = (0..10)
+        .map(|_| u128::from(rng.random_range(100u64..=200)))
+        .scan(0, |latest, d| {
+            *latest = d.max(*latest);
+            Some(*latest)
+        })
+        .collect();
+    assert!(due[9] - due[0] >= 20, "seed 1 gives a spread: {due:?}");
     let start = Instant::now();
     for i in 0..10 {
         server
             .send(true, 0, Opcode::Text, format!("{i}").as_bytes())
             .await;
     }
+    let mut seen = Vec::new();
     for i in 0..10 {
         let f = client.recv().await;
         let t = ms_since(start);
         assert_eq!(text(&f), format!("{i}"), "order kept");
         assert!(
-            (100..=600).contains(&t),
-            "frame {i} after {t} ms, not in [100, 600]"
+            (due[i]..=due[i] + 400).contains(&t),
+            "frame {i} after {t} ms, not in [{}, {}] (due {due:?})",
+            due[i],
+            due[i] + 400
         );
+        seen.push(t);
     }
-    assert!(actions(&proxy, "jittery").await >= 10.0);
+    assert!(
+        seen.iter().max() > seen.iter().min(),
+        "jitter: the delays differ: {seen:?}"
+    );
+    assert_eq!(actions(&proxy, "jittery").await, 10.0);
 }
 
 // ---------------------------------------------------------------- bandwidth
@@ -517,12 +538,15 @@ async fn lossy_run(seed: u64, n: usize) -> (Vec<usize>, f64, EndSeen) {
 async fn message_loss_drops_at_the_rate_and_counts_each_drop() {
     let n = 400;
     let (missing, acted, end) = lossy_run(42, n).await;
-    // Binomial(400, 0.3): mean 120, sd ≈ 9.2; ±5 sd.
-    assert!(
-        (74..=166).contains(&missing.len()),
-        "{} of {n} lost",
-        missing.len()
-    );
+    // With --seed 42, message k is lost when draw k of connection 0's
+    // toxic RNG is under 0.3.
+    use rand::RngExt;
+    use wsfault::toxics::{toxic_rng, StreamDir};
+    let name = "message_loss_downstream";
+    let mut rng = toxic_rng(Some(42), "p", 0, StreamDir::Downstream, name);
+    let expected: Vec<usize> = (0..n).filter(|_| rng.random::<f64>() < 0.3).collect();
+    assert_eq!(missing, expected, "exactly the seeded messages are lost");
+    assert_eq!(missing.len(), 129, "{} of {n} lost", missing.len());
     assert_eq!(
         acted,
         missing.len() as f64,
@@ -1054,9 +1078,20 @@ async fn rejected_pattern(seed: u64, n: usize) -> Vec<bool> {
 async fn reject_handshake_probability_is_respected_and_seeded() {
     let n = 60;
     let first = rejected_pattern(11, n).await;
+    // With --seed 11, upgrade k is refused when the first draw of its
+    // toxic's RNG is under 0.5.
+    use rand::RngExt;
+    use wsfault::toxics::{toxic_rng, StreamDir};
+    let expected: Vec<bool> = (0..n as u64)
+        .map(|k| {
+            let name = "reject_handshake_downstream";
+            let mut rng = toxic_rng(Some(11), "p", k, StreamDir::Downstream, name);
+            rng.random::<f64>() < 0.5
+        })
+        .collect();
+    assert_eq!(first, expected, "exactly the seeded upgrades are refused");
     let rejected = first.iter().filter(|r| **r).count();
-    // Binomial(60, 0.5): mean 30, sd ≈ 3.9; ±4 sd.
-    assert!((14..=46).contains(&rejected), "{rejected} of {n} rejected");
+    assert_eq!(rejected, 34, "{rejected} of {n} rejected");
     assert_eq!(
         rejected_pattern(11, n).await,
         first,
@@ -1126,9 +1161,9 @@ async fn toxicity_half_applies_to_about_half_the_connections() {
             json!({"type": "message_loss", "toxicity": 0.5, "attributes": {"probability": 1.0}}),
         )
         .await;
-    let mut affected = 0;
+    let mut affected = Vec::new();
     let n = 30;
-    for _ in 0..n {
+    for ordinal in 0..n {
         let (mut client, mut server) = raw_pair(addr, &upstream).await;
         server.send(true, 0, Opcode::Text, b"x").await;
         // A marker that is not dropped shows the connection is unaffected.
@@ -1137,11 +1172,23 @@ async fn toxicity_half_applies_to_about_half_the_connections() {
             .await
             .is_none()
         {
-            affected += 1;
+            affected.push(ordinal);
         }
     }
-    // Binomial(30, 0.5): mean 15, sd ≈ 2.7; ±4 sd.
-    assert!((4..=26).contains(&affected), "{affected} of {n} affected");
+    // With --seed 6, connection k is affected when the first draw of its
+    // toxic's RNG is under 0.5 (the toxicity draw).
+    use rand::RngExt;
+    use wsfault::toxics::{toxic_rng, StreamDir};
+    let expected: Vec<u64> = (0..n)
+        .filter(|k| {
+            let name = "message_loss_downstream";
+            let mut rng = toxic_rng(Some(6), "p", *k, StreamDir::Downstream, name);
+            rng.random::<f64>() < 0.5
+        })
+        .collect();
+    assert_eq!(affected, expected, "exactly the seeded connections");
+    // The same list as toxics::runtime's unit test: seeding is stable.
+    assert_eq!(expected, [1, 2, 3, 7, 8, 11, 20, 22, 25, 29]);
 }
 
 // ---------------------------------------------------------------- match

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ms, AttrError, Attributes, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker,
-    ToxicCx, ToxicDef, ToxicState,
+use super::api::{
+    ms, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef,
+    ToxicState,
 };
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
 
 #[derive(Debug)]
@@ -123,5 +124,78 @@ impl ToxicState for State {
         if !self.done && self.timer.is_some_and(|t| t <= cx.now) {
             self.fire(cx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::toxics::api::ms;
+    use crate::toxics::testkit::{at, parse_error, ping, text, Kit};
+
+    #[test]
+    fn after_2_messages_the_3rd_becomes_the_close() {
+        let mut kit = Kit::new(
+            "close",
+            json!({"after_messages": 2, "code": 4000, "reason": "bye"}),
+            1,
+        );
+        assert_eq!(kit.next_deadline(0), None, "no timer");
+        let out = kit.frame(0, text("0"));
+        assert_eq!(kit.log(&out), [at(0, "text:0")]);
+        let out = kit.frame(1, ping("p"));
+        assert_eq!(kit.log(&out), [at(1, "ping:p")], "pings are not messages");
+        let out = kit.frame(2, text("1"));
+        assert_eq!(kit.log(&out), [at(2, "text:1")]);
+        let out = kit.frame(3, text("2"));
+        assert_eq!(
+            kit.log(&out),
+            [at(3, "close:4000 'bye' / 1001 'going away'")]
+        );
+        assert!(
+            kit.frame(4, text("3")).is_empty(),
+            "nothing after the close"
+        );
+        assert_eq!(kit.actions, 1);
+    }
+
+    #[test]
+    fn after_ms_closes_exactly_at_the_timer() {
+        let mut kit = Kit::new("close", json!({"after_ms": 200}), 1);
+        assert_eq!(kit.next_deadline(0), Some(ms(200)));
+        assert_eq!(kit.frame(100, text("a")).len(), 1, "messages pass");
+        assert!(kit.deadline(199).is_empty());
+        let out = kit.deadline(200);
+        assert_eq!(
+            kit.log(&out),
+            [at(200, "close:1000 '' / 1001 'going away'")]
+        );
+        assert_eq!(kit.next_deadline(200), None, "fires once");
+        assert!(kit.deadline(300).is_empty());
+    }
+
+    #[test]
+    fn without_a_trigger_it_closes_at_once() {
+        let mut kit = Kit::new("close", json!({"code": 1001}), 1);
+        assert_eq!(kit.next_deadline(0), Some(ms(0)));
+        let out = kit.deadline(0);
+        assert_eq!(kit.log(&out), [at(0, "close:1001 '' / 1001 'going away'")]);
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_and_range() {
+        assert_eq!(
+            parse_error("close", json!({"reason": "x".repeat(124)})),
+            "close attribute reason is 124 bytes long: valid range is 0..=123 bytes"
+        );
+        assert_eq!(
+            parse_error("close", json!({"after_ms": 1, "after_messages": 1})),
+            "close takes after_ms or after_messages, not both"
+        );
+        assert_eq!(
+            parse_error("close", json!({"code": 999})),
+            "close attribute code=999 is invalid: valid range is integers 1000..=4999"
+        );
     }
 }

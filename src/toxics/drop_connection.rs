@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use rand::RngExt;
 
-use super::{
-    ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker,
-    ToxicCx, ToxicDef, ToxicState,
+use super::api::{
+    ms, DeadlineCx, EndAction, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState,
 };
+use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
+use crate::vocab::CutMode;
 
 #[derive(Debug)]
 struct DropConnection {
@@ -132,5 +133,135 @@ impl ToxicState for State {
         if draw < self.probability {
             self.drop_now(cx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::frame::Opcode;
+    use crate::toxics::api::ms;
+    use crate::toxics::testkit::{at, def, frame, parse_error, ping, text, Kit};
+
+    #[test]
+    fn after_3_messages_the_4th_is_not_delivered_and_tcp_is_reset() {
+        let mut kit = Kit::new("drop_connection", json!({"after_messages": 3}), 1);
+        for i in 0..3 {
+            let out = kit.frame(i, text(&i.to_string()));
+            assert_eq!(kit.log(&out), [at(i, &format!("text:{i}"))]);
+        }
+        let out = kit.frame(3, text("3"));
+        assert_eq!(kit.log(&out), [at(3, "cut:Reset")]);
+        assert!(kit.frame(4, text("4")).is_empty(), "nothing after the cut");
+        assert_eq!(kit.actions, 1);
+    }
+
+    #[test]
+    fn fragments_and_pings_are_not_messages() {
+        let mut kit = Kit::new("drop_connection", json!({"after_messages": 1}), 1);
+        let out = kit.frame(0, frame(false, Opcode::Text, "a"));
+        assert_eq!(kit.log(&out), [at(0, "text+:a")]);
+        let out = kit.frame(1, ping("p"));
+        assert_eq!(kit.log(&out), [at(1, "ping:p")]);
+        let out = kit.frame(2, frame(true, Opcode::Continuation, "b"));
+        assert_eq!(kit.log(&out), [at(2, "cont:b")]);
+        let out = kit.frame(3, text("second"));
+        assert_eq!(kit.log(&out), [at(3, "cut:Reset")]);
+    }
+
+    #[test]
+    fn mode_picks_fin_or_blackhole() {
+        for (mode, end) in [
+            ("fin", "cut:Fin"),
+            ("blackhole", "cut:Blackhole"),
+            ("reset", "cut:Reset"),
+        ] {
+            let mut kit = Kit::new("drop_connection", json!({"mode": mode}), 1);
+            let out = kit.frame(0, text("a"));
+            assert_eq!(kit.log(&out), [at(0, end)], "mode {mode}");
+        }
+    }
+
+    #[test]
+    fn with_probability_each_later_message_draws_seeded() {
+        // Seed 4, probability 0.25: the draws before messages 0..=3 pass,
+        // the one before message 4 drops the connection.
+        let mut kit = Kit::new("drop_connection", json!({"probability": 0.25}), 4);
+        let log: Vec<_> = (0..6)
+            .map(|i| {
+                let out = kit.frame(i, text("m"));
+                kit.log(&out)
+            })
+            .collect();
+        assert_eq!(
+            log,
+            [
+                vec![at(0, "text:m")],
+                vec![at(1, "text:m")],
+                vec![at(2, "text:m")],
+                vec![at(3, "text:m")],
+                vec![at(4, "cut:Reset")],
+                vec![],
+            ]
+        );
+        assert_eq!(kit.actions, 1);
+    }
+
+    #[test]
+    fn after_ms_cuts_exactly_at_the_timer_and_lets_messages_pass() {
+        let mut kit = Kit::new(
+            "drop_connection",
+            json!({"after_ms": 500, "mode": "fin"}),
+            1,
+        );
+        for i in 0..10 {
+            assert_eq!(kit.frame(i * 10, text("m")).len(), 1, "messages pass");
+        }
+        assert_eq!(kit.next_deadline(100), Some(ms(500)));
+        assert!(kit.deadline(499).is_empty(), "not due yet");
+        let out = kit.deadline(500);
+        assert_eq!(kit.log(&out), [at(500, "cut:Fin")]);
+        assert_eq!(kit.next_deadline(500), None);
+    }
+
+    #[test]
+    fn after_ms_with_probability_decides_once_per_connection() {
+        let fired: Vec<bool> = (1..=8)
+            .map(|seed| {
+                let mut kit = Kit::new(
+                    "drop_connection",
+                    json!({"after_ms": 100, "probability": 0.5}),
+                    seed,
+                );
+                let out = kit.deadline(100);
+                // Decided once: no later deadline, whatever the draw.
+                assert_eq!(kit.next_deadline(100), None);
+                assert!(kit.deadline(200).is_empty());
+                !out.is_empty()
+            })
+            .collect();
+        assert_eq!(fired, [false, false, true, false, true, false, true, true]);
+    }
+
+    #[test]
+    fn probability_zero_is_inert() {
+        assert!(def("drop_connection", json!({"probability": 0})).is_inert());
+        assert!(!def("drop_connection", json!({"probability": 0.1})).is_inert());
+    }
+
+    #[test]
+    fn parse_errors_name_the_fields_and_choices() {
+        assert_eq!(
+            parse_error(
+                "drop_connection",
+                json!({"after_messages": 1, "after_ms": 1})
+            ),
+            "drop_connection takes after_messages or after_ms, not both"
+        );
+        assert_eq!(
+            parse_error("drop_connection", json!({"mode": "kill"})),
+            "drop_connection attribute mode=\"kill\" is invalid: valid choices are reset, fin, blackhole"
+        );
     }
 }

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{AttrError, Attributes, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::api::{InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 use crate::frame::{Frame, Opcode};
 
 /// Payload of the pings `fragment` and `slicer` insert.
@@ -88,5 +89,144 @@ impl ToxicState for State {
         }
         cx.act();
         split_frame(frame, &sizes, self.ping, |_| std::time::Duration::ZERO, cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::INTERLEAVED_PING;
+    use crate::frame::{Frame, Opcode};
+    use crate::toxics::testkit::{at, frame, frames, parse_error, ping, text, Kit};
+
+    #[test]
+    fn splits_into_frames_of_exactly_max_frame_bytes() {
+        let mut kit = Kit::new("fragment", json!({"max_frame_bytes": 4}), 1);
+        let out = kit.frame(7, text("abcdefghij"));
+        assert_eq!(
+            kit.log(&out),
+            [at(7, "text+:abcd"), at(7, "cont+:efgh"), at(7, "cont:ij")]
+        );
+        assert_eq!(kit.actions, 1);
+        // An exact multiple leaves no empty tail.
+        let out = kit.frame(8, text("abcdefgh"));
+        assert_eq!(kit.log(&out), [at(8, "text+:abcd"), at(8, "cont:efgh")]);
+    }
+
+    #[test]
+    fn interleaves_a_ping_between_fragments_not_after_the_last() {
+        let mut kit = Kit::new(
+            "fragment",
+            json!({"max_frame_bytes": 4, "interleave_ping": true}),
+            1,
+        );
+        let out = kit.frame(0, text("abcdefghij"));
+        assert_eq!(
+            kit.log(&out),
+            [
+                at(0, "text+:abcd"),
+                at(0, "ping:wsfault"),
+                at(0, "cont+:efgh"),
+                at(0, "ping:wsfault"),
+                at(0, "cont:ij"),
+            ]
+        );
+        assert_eq!(INTERLEAVED_PING, b"wsfault");
+    }
+
+    #[test]
+    fn rsv_bits_stay_on_the_first_fragment_and_fin_on_the_last() {
+        let mut kit = Kit::new("fragment", json!({"max_frame_bytes": 2}), 1);
+        let out = kit.frame(0, Frame::build(true, 0b100, Opcode::Binary, b"abcde", None));
+        let got: Vec<(bool, u8, Opcode)> = frames(&out)
+            .iter()
+            .map(|f| (f.header.fin, f.header.rsv, f.header.opcode))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (false, 0b100, Opcode::Binary),
+                (false, 0, Opcode::Continuation),
+                (true, 0, Opcode::Continuation),
+            ]
+        );
+    }
+
+    #[test]
+    fn fragments_of_an_already_fragmented_message_keep_its_shape() {
+        let mut kit = Kit::new("fragment", json!({"max_frame_bytes": 3}), 1);
+        let out = kit.frame(0, frame(false, Opcode::Text, "abcdef"));
+        assert_eq!(kit.log(&out), [at(0, "text+:abc"), at(0, "cont+:def")]);
+        let out = kit.frame(1, frame(true, Opcode::Continuation, "ghijk"));
+        assert_eq!(kit.log(&out), [at(1, "cont+:ghi"), at(1, "cont:jk")]);
+    }
+
+    #[test]
+    fn small_and_control_frames_pass_untouched() {
+        let mut kit = Kit::new("fragment", json!({"max_frame_bytes": 4}), 1);
+        let masked = Frame::build(true, 0, Opcode::Text, b"abcd", Some([9, 9, 9, 9]));
+        let out = kit.frame(0, masked.clone());
+        assert_eq!(frames(&out), [&masked], "the very same frame, mask kept");
+        let out = kit.frame(0, ping("abcdefgh"));
+        assert_eq!(kit.log(&out), [at(0, "ping:abcdefgh")]);
+        assert_eq!(kit.actions, 0);
+    }
+
+    #[test]
+    fn towards_the_server_every_built_frame_gets_a_fresh_mask() {
+        let mut kit = Kit::new(
+            "fragment",
+            json!({"max_frame_bytes": 4, "interleave_ping": true}),
+            1,
+        );
+        kit.to_server = true;
+        let client_key = [1, 2, 3, 4];
+        let out = kit.frame(
+            0,
+            Frame::build(true, 0, Opcode::Text, b"abcdefghij", Some(client_key)),
+        );
+        assert_eq!(
+            kit.log(&out),
+            [
+                at(0, "text+:abcd"),
+                at(0, "ping:wsfault"),
+                at(0, "cont+:efgh"),
+                at(0, "ping:wsfault"),
+                at(0, "cont:ij"),
+            ],
+            "payloads unmask to the original"
+        );
+        let keys: Vec<[u8; 4]> = frames(&out)
+            .iter()
+            .map(|f| f.header.mask.expect("masked towards the server"))
+            .collect();
+        assert!(keys.iter().all(|k| *k != client_key), "{keys:?}");
+        let mut distinct = keys.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), keys.len(), "a new key per frame: {keys:?}");
+    }
+
+    #[test]
+    fn towards_the_client_built_frames_are_unmasked() {
+        let mut kit = Kit::new("fragment", json!({"max_frame_bytes": 4}), 1);
+        let out = kit.frame(0, text("abcdefghij"));
+        assert!(frames(&out).iter().all(|f| f.header.mask.is_none()));
+    }
+
+    #[test]
+    fn parse_errors_name_field_value_and_choices() {
+        assert_eq!(
+            parse_error("fragment", json!({"max_frame_bytes": 0})),
+            "fragment attribute max_frame_bytes=0 is invalid: valid range is integers 1..=4294967295"
+        );
+        assert_eq!(
+            parse_error(
+                "fragment",
+                json!({"max_frame_bytes": 4, "interleave_ping": "yes"})
+            ),
+            "fragment attribute interleave_ping=\"yes\" is invalid: valid choices are true, false"
+        );
     }
 }

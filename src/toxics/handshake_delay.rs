@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 
-use super::{ms, AttrError, Attributes, HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::api::{ms, HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 
 #[derive(Debug)]
 struct HandshakeDelay {
@@ -29,5 +30,34 @@ impl ToxicDef for HandshakeDelay {
     }
     fn handshake_only(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::toxics::api::{ms, HandshakeAction};
+    use crate::toxics::testkit::{def, parse_error, rng};
+
+    #[test]
+    fn the_upgrade_waits_exactly_latency() {
+        let d = def("handshake_delay", json!({"latency": 250}));
+        for seed in 0..4 {
+            assert_eq!(
+                d.on_handshake(&mut rng(seed)),
+                HandshakeAction::Delay(ms(250))
+            );
+        }
+        assert!(d.handshake_only());
+        assert!(!d.is_inert());
+    }
+
+    #[test]
+    fn latency_is_required() {
+        assert_eq!(
+            parse_error("handshake_delay", json!({})),
+            "handshake_delay attribute latency is missing: valid range is integers 0..=3600000"
+        );
     }
 }

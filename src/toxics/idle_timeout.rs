@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ms, AttrError, Attributes, CloseSpec, CutMode, DeadlineCx, EndAction, InstanceCx, Item,
-    ToxicCx, ToxicDef, ToxicState,
+use super::api::{
+    ms, CloseSpec, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState,
 };
+use super::attrs::{AttrError, Attributes};
+use crate::vocab::CutMode;
 
 #[derive(Debug)]
 struct IdleTimeout {
@@ -82,5 +83,77 @@ impl ToxicState for State {
             None => EndAction::Cut(CutMode::Fin),
         };
         cx.emit(Item::End(end));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::toxics::api::ms;
+    use crate::toxics::testkit::{at, parse_error, Kit};
+
+    #[test]
+    fn data_moves_the_deadline_pings_do_not() {
+        let mut kit = Kit::new("idle_timeout", json!({"timeout": 1000}), 1);
+        assert_eq!(kit.next_deadline(0), Some(ms(1000)));
+        kit.activity.touch(kit.t(600), true);
+        assert_eq!(kit.next_deadline(600), Some(ms(1600)));
+        assert!(
+            kit.deadline(1000).is_empty(),
+            "data at 600 ms kept it alive"
+        );
+        kit.activity.touch(kit.t(1500), false);
+        assert_eq!(
+            kit.next_deadline(1500),
+            Some(ms(1600)),
+            "a ping is not data"
+        );
+        assert!(kit.deadline(1599).is_empty());
+        let out = kit.deadline(1600);
+        assert_eq!(kit.log(&out), [at(1600, "cut:Fin")]);
+        assert_eq!(kit.next_deadline(1600), None, "fires once");
+        assert!(kit.deadline(5000).is_empty());
+        assert_eq!(kit.actions, 1);
+    }
+
+    #[test]
+    fn count_control_frames_lets_pings_keep_it_alive() {
+        let mut kit = Kit::new(
+            "idle_timeout",
+            json!({"timeout": 1000, "count_control_frames": true}),
+            1,
+        );
+        kit.activity.touch(kit.t(900), false);
+        assert_eq!(kit.next_deadline(900), Some(ms(1900)));
+        assert!(kit.deadline(1000).is_empty());
+        let out = kit.deadline(1900);
+        assert_eq!(kit.log(&out), [at(1900, "cut:Fin")]);
+    }
+
+    #[test]
+    fn close_code_goes_to_both_sides() {
+        let mut kit = Kit::new(
+            "idle_timeout",
+            json!({"timeout": 10, "close_code": 4000}),
+            1,
+        );
+        let out = kit.deadline(10);
+        assert_eq!(
+            kit.log(&out),
+            [at(10, "close:4000 'idle timeout' / 4000 'idle timeout'")]
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_field_value_and_range() {
+        assert_eq!(
+            parse_error("idle_timeout", json!({"timeout": 10, "close_code": 999})),
+            "idle_timeout attribute close_code=999 is invalid: valid range is integers 1000..=4999"
+        );
+        assert_eq!(
+            parse_error("idle_timeout", json!({"timeout": 0})),
+            "idle_timeout attribute timeout=0 is invalid: valid range is integers 1..=86400000"
+        );
     }
 }

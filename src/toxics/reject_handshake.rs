@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::RngExt;
 
-use super::{AttrError, Attributes, HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::api::{HandshakeAction, InstanceCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 
 #[derive(Debug)]
 struct RejectHandshake {
@@ -52,5 +53,61 @@ impl ToxicDef for RejectHandshake {
     }
     fn is_inert(&self) -> bool {
         self.probability <= 0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::toxics::api::HandshakeAction;
+    use crate::toxics::testkit::{at, def, parse_error, rng, text, Kit};
+
+    #[test]
+    fn answers_status_and_body_instead_of_forwarding() {
+        let d = def(
+            "reject_handshake",
+            json!({"status": 429, "body": "slow down"}),
+        );
+        assert_eq!(
+            d.on_handshake(&mut rng(1)),
+            HandshakeAction::Reject {
+                status: 429,
+                body: "slow down".into()
+            }
+        );
+        assert_eq!(
+            def("reject_handshake", json!({})).on_handshake(&mut rng(1)),
+            HandshakeAction::Reject {
+                status: 503,
+                body: "wsfault: handshake rejected\n".into()
+            }
+        );
+        assert!(d.handshake_only());
+    }
+
+    #[test]
+    fn probability_half_rejects_exactly_these_seeds() {
+        let d = def("reject_handshake", json!({"probability": 0.5}));
+        let rejected: Vec<u64> = (0..12)
+            .filter(|seed| d.on_handshake(&mut rng(*seed)) != HandshakeAction::Continue)
+            .collect();
+        assert_eq!(rejected, [0, 3, 5, 7, 8, 10]);
+    }
+
+    #[test]
+    fn on_the_relay_it_does_nothing() {
+        let mut kit = Kit::new("reject_handshake", json!({}), 1);
+        let out = kit.frame(0, text("a"));
+        assert_eq!(kit.log(&out), [at(0, "text:a")]);
+        assert!(def("reject_handshake", json!({"probability": 0})).is_inert());
+    }
+
+    #[test]
+    fn status_101_is_not_a_rejection() {
+        assert_eq!(
+            parse_error("reject_handshake", json!({"status": 101})),
+            "reject_handshake attribute status=101 is invalid: valid range is integers 200..=599"
+        );
     }
 }

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ms, AttrError, Attributes, CutMode, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef,
-    ToxicState,
-};
+use super::api::{ms, DeadlineCx, EndAction, InstanceCx, Item, ToxicCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
+use crate::vocab::CutMode;
 
 #[derive(Debug)]
 struct ResetPeer {
@@ -45,5 +44,43 @@ impl ToxicState for State {
         self.fired = true;
         cx.act();
         cx.emit(Item::End(EndAction::Cut(CutMode::Reset)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::toxics::api::ms;
+    use crate::toxics::testkit::{at, parse_error, text, Kit};
+
+    #[test]
+    fn frames_pass_until_the_reset_exactly_at_the_timeout() {
+        let mut kit = Kit::new("reset_peer", json!({"timeout": 250}), 1);
+        let out = kit.frame(0, text("a"));
+        assert_eq!(kit.log(&out), [at(0, "text:a")]);
+        assert_eq!(kit.next_deadline(0), Some(ms(250)));
+        assert!(kit.deadline(249).is_empty(), "not due yet");
+        let out = kit.deadline(250);
+        assert_eq!(kit.log(&out), [at(250, "cut:Reset")]);
+        assert_eq!(kit.next_deadline(250), None, "fires once");
+        assert!(kit.deadline(1000).is_empty());
+        assert_eq!(kit.actions, 1);
+    }
+
+    #[test]
+    fn without_timeout_it_resets_at_the_first_chance() {
+        let mut kit = Kit::new("reset_peer", json!({}), 1);
+        assert_eq!(kit.next_deadline(0), Some(ms(0)));
+        let out = kit.deadline(0);
+        assert_eq!(kit.log(&out), [at(0, "cut:Reset")]);
+    }
+
+    #[test]
+    fn timeout_must_be_a_whole_number() {
+        assert_eq!(
+            parse_error("reset_peer", json!({"timeout": 1.5})),
+            "reset_peer attribute timeout=1.5 is invalid: valid range is integers 0..=86400000"
+        );
     }
 }

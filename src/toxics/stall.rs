@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ms, AttrError, Attributes, DeadlineCx, InstanceCx, ToxicDef, ToxicState};
+use super::api::{ms, DeadlineCx, InstanceCx, ToxicDef, ToxicState};
+use super::attrs::{AttrError, Attributes};
 
 #[derive(Debug)]
 struct Stall {
@@ -62,5 +63,49 @@ impl ToxicState for State {
         };
         let end = window_start + self.duration;
         (elapsed < end).then(|| self.armed_at + ms(end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::toxics::api::ms;
+    use crate::toxics::testkit::{at, parse_error, text, Kit};
+
+    #[test]
+    fn once_pauses_reading_for_duration_from_arming() {
+        let mut kit = Kit::new("stall", json!({"duration": 100}), 1);
+        assert_eq!(kit.paused_until(0), Some(ms(100)));
+        assert_eq!(kit.paused_until(99), Some(ms(100)));
+        assert_eq!(kit.paused_until(100), None);
+        assert_eq!(kit.paused_until(10_000), None, "once");
+        assert_eq!(kit.next_deadline(0), None);
+        // Frames that were read pass untouched.
+        let out = kit.frame(150, text("a"));
+        assert_eq!(kit.log(&out), [at(150, "text:a")]);
+    }
+
+    #[test]
+    fn every_repeats_the_pause_at_each_period() {
+        let mut kit = Kit::new("stall", json!({"duration": 100, "every": 300}), 1);
+        assert_eq!(kit.paused_until(0), Some(ms(100)));
+        assert_eq!(kit.paused_until(150), None);
+        assert_eq!(kit.paused_until(300), Some(ms(400)));
+        assert_eq!(kit.paused_until(350), Some(ms(400)));
+        assert_eq!(kit.paused_until(450), None);
+        assert_eq!(kit.paused_until(610), Some(ms(700)));
+        // Wakes the link when the next pause starts.
+        assert_eq!(kit.next_deadline(0), Some(ms(300)));
+        assert_eq!(kit.next_deadline(450), Some(ms(600)));
+        assert_eq!(kit.next_deadline(600), Some(ms(900)));
+    }
+
+    #[test]
+    fn every_shorter_than_duration_is_rejected() {
+        assert_eq!(
+            parse_error("stall", json!({"duration": 100, "every": 50})),
+            "stall attribute every=50 is invalid: valid range is 0 (once) or 100..=86400000 (at least duration)"
+        );
     }
 }

@@ -1,0 +1,519 @@
+//! The activation layer and the chain: how the relay runs toxics.
+//!
+//! [`ActiveToxic`] wraps one toxic's state on one connection and stream and
+//! decides, once for all types, whether it acts: toxicity (drawn once),
+//! `match` (see [`matching`](super::matching)), `schedule` (re-checked
+//! between messages) and the compressed-message skip. [`run_chain`] and
+//! [`run_deadline`] pass items through a link's chain in order;
+//! [`handshake_actions`] does the same for the upgrade.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::RngExt;
+
+use super::api::{
+    DeadlineCx, HandshakeAction, InstanceCx, Item, MessageTracker, Output, ToxicCx, ToxicState,
+};
+use super::matching::ConnFacts;
+use super::rng::toxic_rng;
+use super::spec::ToxicEntry;
+use crate::vocab::Activity;
+
+/// A toxic instance on one link, with its activation state.
+pub struct ActiveToxic {
+    /// The entry it was built from.
+    pub entry: Arc<ToxicEntry>,
+    state: Box<dyn ToxicState>,
+    rng: SmallRng,
+    /// Drawn once: toxicity and `match`.
+    applies: bool,
+    armed_at: Instant,
+    /// Activation, only changed between messages.
+    active: bool,
+    tracker: MessageTracker,
+    /// Inside a compressed message that this payload-changing toxic skips.
+    skipping: bool,
+    actions: prometheus::IntCounter,
+    skips: prometheus::IntCounter,
+}
+
+impl ActiveToxic {
+    /// Instantiates `entry` for one connection and stream.
+    pub fn new(
+        entry: Arc<ToxicEntry>,
+        facts: &ConnFacts,
+        seed: Option<u64>,
+        proxy: &str,
+        ordinal: u64,
+        metrics: &crate::metrics::ProxyMetrics,
+    ) -> ActiveToxic {
+        let mut rng = toxic_rng(seed, proxy, ordinal, entry.spec.stream, &entry.spec.name);
+        let drawn = entry.spec.toxicity >= 1.0 || rng.random::<f64>() < entry.spec.toxicity;
+        let matched = entry.spec.matcher.as_ref().is_none_or(|m| m.matches(facts));
+        let armed_at = entry.added_at.max(facts.opened_at);
+        let inert = entry.def.is_inert();
+        let state = entry.def.instantiate(&InstanceCx { armed_at });
+        ActiveToxic {
+            actions: metrics.toxic_actions(&entry.spec.name, &entry.spec.kind),
+            skips: metrics.toxic_skips(&entry.spec.name, &entry.spec.kind),
+            entry,
+            state,
+            rng,
+            applies: drawn && matched && !inert,
+            armed_at,
+            active: false,
+            tracker: MessageTracker::default(),
+            skipping: false,
+        }
+    }
+
+    /// Whether this instance can ever act on this connection.
+    pub fn applies(&self) -> bool {
+        self.applies
+    }
+
+    fn refresh_active(&mut self, now: Instant) {
+        if !self.tracker.at_boundary() {
+            return;
+        }
+        self.active = self.applies
+            && self
+                .entry
+                .spec
+                .schedule
+                .as_ref()
+                .is_none_or(|s| s.is_active(now.saturating_duration_since(self.armed_at)));
+    }
+
+    fn make_cx<'a>(
+        rng: &'a mut SmallRng,
+        out: &'a mut Vec<Output>,
+        base: &'a ChainCx<'a>,
+        ready_at: Instant,
+    ) -> ToxicCx<'a> {
+        ToxicCx {
+            now: base.now,
+            ready_at,
+            rng,
+            out,
+            to_server: base.to_server,
+            actions: 0,
+            skips: 0,
+            activity: base.activity,
+            facts: base.facts,
+        }
+    }
+
+    fn count(actions: &prometheus::IntCounter, skips: &prometheus::IntCounter, cx: &ToxicCx<'_>) {
+        if cx.actions > 0 {
+            actions.inc_by(cx.actions);
+        }
+        if cx.skips > 0 {
+            skips.inc_by(cx.skips);
+        }
+    }
+
+    /// Passes one item through this toxic.
+    pub fn process(&mut self, input: Output, base: &ChainCx<'_>, out: &mut Vec<Output>) {
+        self.refresh_active(base.now);
+        let Output { not_before, item } = input;
+        match item {
+            Item::Frame(frame) => {
+                let (starts, _) = self.tracker.observe(&frame);
+                if starts {
+                    self.skipping = base.facts.compressed
+                        && frame.header.rsv1()
+                        && self.entry.def.changes_payload();
+                    if self.skipping && self.active {
+                        self.skips.inc();
+                    }
+                }
+                let data_skip = self.skipping && frame.header.opcode.is_data();
+                if !self.active || data_skip {
+                    out.push(Output {
+                        not_before,
+                        item: Item::Frame(frame),
+                    });
+                    return;
+                }
+                let mut cx = Self::make_cx(&mut self.rng, out, base, not_before);
+                self.state.on_frame(frame, &mut cx);
+                Self::count(&self.actions, &self.skips, &cx);
+            }
+            Item::Eof if self.active => {
+                let mut cx = Self::make_cx(&mut self.rng, out, base, not_before);
+                self.state.on_eof(&mut cx);
+                Self::count(&self.actions, &self.skips, &cx);
+            }
+            other => out.push(Output {
+                not_before,
+                item: other,
+            }),
+        }
+    }
+
+    /// The instance's next deadline, when active.
+    pub fn next_deadline(&mut self, now: Instant, activity: &Activity) -> Option<Instant> {
+        if !self.applies {
+            return None;
+        }
+        self.refresh_active(now);
+        if !self.active {
+            // Wake up when the schedule may open.
+            return self
+                .entry
+                .spec
+                .schedule
+                .as_ref()
+                .map(|_| now + Duration::from_millis(50));
+        }
+        self.state.next_deadline(&DeadlineCx { now, activity })
+    }
+
+    /// Runs the deadline handler.
+    pub fn on_deadline(&mut self, base: &ChainCx<'_>, out: &mut Vec<Output>) {
+        if !self.active {
+            return;
+        }
+        let mut cx = Self::make_cx(&mut self.rng, out, base, base.now);
+        self.state.on_deadline(&mut cx);
+        Self::count(&self.actions, &self.skips, &cx);
+    }
+
+    /// Until when reading is paused, if at all.
+    pub fn paused_until(&mut self, now: Instant) -> Option<Instant> {
+        if !self.applies {
+            return None;
+        }
+        self.refresh_active(now);
+        if !self.active {
+            return None;
+        }
+        let until = self.state.paused_until(now)?;
+        (until > now).then_some(until)
+    }
+}
+
+/// Shared context of one pass through the chain.
+pub struct ChainCx<'a> {
+    /// Now.
+    pub now: Instant,
+    /// Whether the link writes to the server.
+    pub to_server: bool,
+    /// The connection's activity clock.
+    pub activity: &'a Activity,
+    /// Connection facts.
+    pub facts: &'a ConnFacts,
+}
+
+/// Runs `input` through every toxic of `chain` in order, appending to `out`.
+pub fn run_chain(
+    chain: &mut [ActiveToxic],
+    input: Output,
+    base: &ChainCx<'_>,
+    out: &mut Vec<Output>,
+) {
+    let mut current = vec![input];
+    let mut next = Vec::new();
+    for toxic in chain.iter_mut() {
+        for item in current.drain(..) {
+            toxic.process(item, base, &mut next);
+        }
+        std::mem::swap(&mut current, &mut next);
+    }
+    out.append(&mut current);
+}
+
+/// Runs the deadline of toxic `index` and passes its outputs through the rest of the chain.
+pub fn run_deadline(
+    chain: &mut [ActiveToxic],
+    index: usize,
+    base: &ChainCx<'_>,
+    out: &mut Vec<Output>,
+) {
+    let mut produced = Vec::new();
+    chain[index].on_deadline(base, &mut produced);
+    for item in produced {
+        run_chain(&mut chain[index + 1..], item, base, out);
+    }
+}
+
+/// Draws a handshake decision from every handshake toxic that applies, now.
+pub fn handshake_actions(
+    entries: &[Arc<ToxicEntry>],
+    facts: &ConnFacts,
+    seed: Option<u64>,
+    proxy: &str,
+    ordinal: u64,
+) -> Vec<(Arc<ToxicEntry>, HandshakeAction)> {
+    handshake_actions_at(Instant::now(), entries, facts, seed, proxy, ordinal)
+}
+
+/// [`handshake_actions`] with the clock given: schedules are read at `now`.
+pub fn handshake_actions_at(
+    now: Instant,
+    entries: &[Arc<ToxicEntry>],
+    facts: &ConnFacts,
+    seed: Option<u64>,
+    proxy: &str,
+    ordinal: u64,
+) -> Vec<(Arc<ToxicEntry>, HandshakeAction)> {
+    let mut actions = Vec::new();
+    for entry in entries {
+        let mut rng = toxic_rng(seed, proxy, ordinal, entry.spec.stream, &entry.spec.name);
+        let drawn = entry.spec.toxicity >= 1.0 || rng.random::<f64>() < entry.spec.toxicity;
+        let matched = entry.spec.matcher.as_ref().is_none_or(|m| m.matches(facts));
+        // Handshake toxics act before the connection exists: their timer
+        // counts from the toxic being added.
+        let scheduled = entry
+            .spec
+            .schedule
+            .as_ref()
+            .is_none_or(|s| s.is_active(now.saturating_duration_since(entry.added_at)));
+        if !(drawn && matched && scheduled) || entry.def.is_inert() {
+            continue;
+        }
+        let action = entry.def.on_handshake(&mut rng);
+        if action != HandshakeAction::Continue {
+            actions.push((entry.clone(), action));
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::frame::{Frame, Opcode};
+    use crate::toxics::api::ms;
+    use crate::toxics::testkit::{actions_of, active, entry, facts, frame, metrics, show, text};
+
+    /// Runs `frame` through `chain` at `now_ms` after `base`; returns
+    /// (release ms after base, description).
+    fn pass(
+        chain: &mut [ActiveToxic],
+        base: Instant,
+        now_ms: u64,
+        facts: &ConnFacts,
+        frame: Frame,
+    ) -> Vec<(u128, String)> {
+        let activity = Activity::new(base);
+        let now = base + ms(now_ms);
+        let cx = ChainCx {
+            now,
+            to_server: false,
+            activity: &activity,
+            facts,
+        };
+        let mut out = Vec::new();
+        let input = Output {
+            not_before: now,
+            item: Item::Frame(frame),
+        };
+        run_chain(chain, input, &cx, &mut out);
+        out.iter()
+            .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
+            .collect()
+    }
+
+    #[test]
+    fn toxicity_is_drawn_once_per_connection_from_the_seed() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "message_loss", "toxicity": 0.5, "attributes": {"probability": 1.0}}),
+            base,
+        );
+        let m = metrics();
+        let applies: Vec<u64> = (0..30)
+            .filter(|ordinal| active(e.clone(), &facts(base), 6, *ordinal, &m).applies())
+            .collect();
+        assert_eq!(applies, [1, 2, 3, 7, 8, 11, 20, 22, 25, 29]);
+    }
+
+    #[test]
+    fn schedule_opens_between_messages_only() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "latency", "attributes": {"latency": 100}, "schedule": {"start_after": 100}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
+        assert_eq!(
+            pass(&mut chain, base, 50, &f, text("a")),
+            [(50, "text:a".into())]
+        );
+        // A message that started before the window passes whole, untouched.
+        assert_eq!(
+            pass(&mut chain, base, 90, &f, frame(false, Opcode::Text, "b")),
+            [(90, "text+:b".into())]
+        );
+        assert_eq!(
+            pass(
+                &mut chain,
+                base,
+                150,
+                &f,
+                frame(true, Opcode::Continuation, "c")
+            ),
+            [(150, "cont:c".into())]
+        );
+        assert_eq!(
+            pass(&mut chain, base, 160, &f, text("d")),
+            [(260, "text:d".into())]
+        );
+        assert_eq!(actions_of(&m, &e), 1);
+        // While closed, the link is woken to look again 50 ms later.
+        let mut closed = active(e, &f, 1, 0, &m);
+        assert_eq!(
+            closed.next_deadline(base + ms(10), &Activity::new(base)),
+            Some(base + ms(60))
+        );
+    }
+
+    #[test]
+    fn payload_changing_toxics_skip_compressed_messages_and_count_the_skip() {
+        let base = Instant::now();
+        let mut f = facts(base);
+        f.compressed = true;
+        let e = entry(
+            json!({"type": "message_loss", "attributes": {"probability": 1.0}}),
+            base,
+        );
+        let m = metrics();
+        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
+        let compressed = Frame::build(true, 0b100, Opcode::Text, b"z", None);
+        assert_eq!(
+            pass(&mut chain, base, 0, &f, compressed),
+            [(0, "text:z".into())]
+        );
+        assert!(pass(&mut chain, base, 1, &f, text("plain")).is_empty());
+        assert_eq!(m.toxic_skips(&e.spec.name, &e.spec.kind).get(), 1);
+        assert_eq!(actions_of(&m, &e), 1);
+        // A toxic that leaves payloads alone acts on compressed messages.
+        let slow = entry(
+            json!({"type": "latency", "attributes": {"latency": 100}}),
+            base,
+        );
+        let mut chain = [active(slow.clone(), &f, 1, 0, &m)];
+        let compressed = Frame::build(true, 0b100, Opcode::Text, b"z", None);
+        assert_eq!(
+            pass(&mut chain, base, 0, &f, compressed),
+            [(100, "text:z".into())]
+        );
+        assert_eq!(m.toxic_skips(&slow.spec.name, &slow.spec.kind).get(), 0);
+    }
+
+    #[test]
+    fn the_chain_applies_toxics_in_order() {
+        let base = Instant::now();
+        let f = facts(base);
+        let m = metrics();
+        let mut chain = [
+            active(
+                entry(
+                    json!({"type": "latency", "attributes": {"latency": 100}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+            active(
+                entry(
+                    json!({"type": "fragment", "attributes": {"max_frame_bytes": 2}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+        ];
+        assert_eq!(
+            pass(&mut chain, base, 5, &f, text("abcde")),
+            [
+                (105, "text+:ab".into()),
+                (105, "cont+:cd".into()),
+                (105, "cont:e".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deadline_passes_through_the_rest_of_the_chain() {
+        let base = Instant::now();
+        let f = facts(base);
+        let m = metrics();
+        let activity = Activity::new(base);
+        let mut chain = [
+            active(
+                entry(
+                    json!({"type": "reset_peer", "attributes": {"timeout": 50}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+            active(
+                entry(
+                    json!({"type": "latency", "attributes": {"latency": 100}}),
+                    base,
+                ),
+                &f,
+                1,
+                0,
+                &m,
+            ),
+        ];
+        assert_eq!(chain[0].next_deadline(base, &activity), Some(base + ms(50)));
+        let now = base + ms(50);
+        // The link refreshes activation before it runs a deadline.
+        assert_eq!(chain[0].next_deadline(now, &activity), Some(now));
+        let cx = ChainCx {
+            now,
+            to_server: false,
+            activity: &activity,
+            facts: &f,
+        };
+        let mut out = Vec::new();
+        run_deadline(&mut chain, 0, &cx, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
+            .collect();
+        assert_eq!(got, [(50, "cut:Reset".to_string())]);
+    }
+
+    #[test]
+    fn handshake_schedules_count_from_the_toxic_being_added() {
+        let added = Instant::now();
+        let e = entry(
+            json!({"type": "reject_handshake", "schedule": {"start_after": 100}}),
+            added,
+        );
+        let f = facts(added);
+        let entries = [e];
+        let before = handshake_actions_at(added + ms(99), &entries, &f, Some(1), "p", 0);
+        assert!(before.is_empty());
+        let after = handshake_actions_at(added + ms(100), &entries, &f, Some(1), "p", 0);
+        assert_eq!(after.len(), 1);
+        assert_eq!(
+            after[0].1,
+            HandshakeAction::Reject {
+                status: 503,
+                body: "wsfault: handshake rejected\n".into()
+            }
+        );
+    }
+}
