@@ -190,19 +190,23 @@ fn main() {
         r#"{"name":"never","type":"message_loss","stream":"upstream","attributes":{"probability":0}}"#,
     )
     .expect("toxic json");
-    server.add_toxic("default", spec).expect("add toxic");
+    proxy_rt
+        .block_on(server.add_toxic("default", spec))
+        .expect("add toxic");
     print!("| message_loss p=0 (upstream) ");
     client_rt.block_on(round_trips(proxy_addr, conns, total / conns as u64));
     // Control: a toxic that acts decodes and queues every frame, so the
     // counter must see allocations on the relay workers.
-    server
-        .remove_toxic("default", "never")
+    proxy_rt
+        .block_on(server.remove_toxic("default", "never"))
         .expect("remove toxic");
     let spec: wsfault::toxics::ToxicSpec = serde_json::from_str(
         r#"{"name":"slow","type":"latency","stream":"upstream","attributes":{"latency":1}}"#,
     )
     .expect("toxic json");
-    server.add_toxic("default", spec).expect("add toxic");
+    proxy_rt
+        .block_on(server.add_toxic("default", spec))
+        .expect("add toxic");
     print!("| control: latency 1 ms (upstream), frames decoded and held ");
     let control_total = (total / 10).max(conns as u64);
     client_rt.block_on(round_trips(proxy_addr, conns, control_total / conns as u64));

@@ -38,9 +38,10 @@
 //! Follow one frame: [`proxy::listener`] accepts → [`proxy::handshake`]
 //! forwards the upgrade → [`proxy::relay`] reads frames with [`frame`],
 //! runs the connection's toxic chain ([`toxics`]) and writes them on.
-//! Follow one API call: [`admin`] parses the JSON into typed specs →
-//! [`proxy::Server`] applies it → the links see the new toxic list before
-//! their next frame.
+//! Follow one API call: [`admin`] parses the JSON into a typed
+//! [`proxy::Change`] → [`proxy::Server::apply`] runs it under the registry's
+//! change lock (one change at a time) → the links see the new toxic list
+//! before their next frame.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

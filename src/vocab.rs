@@ -156,3 +156,32 @@ impl UpstreamTarget {
         format!("{}{}", self.prefix, path_and_query)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_targets_and_prefix_join() {
+        let t = UpstreamTarget::parse("ws://backend:9000/prefix/").expect("valid");
+        assert_eq!(t.authority, "backend:9000");
+        assert_eq!(t.join("/chat?x=1"), "/prefix/chat?x=1");
+        assert_eq!(
+            UpstreamTarget::parse("ws://h:1/prefix")
+                .expect("valid")
+                .join("/chat?x=1"),
+            "/prefix/chat?x=1"
+        );
+        assert_eq!(
+            UpstreamTarget::parse("h:1").expect("valid").join("/a?b"),
+            "/a?b"
+        );
+        assert!(UpstreamTarget::parse("http://h:1").is_err());
+        let t = UpstreamTarget::parse("wss://example.com/ws").expect("valid");
+        assert_eq!(
+            (t.authority.as_str(), t.tls, t.prefix.as_str()),
+            ("example.com:443", true, "/ws")
+        );
+        assert!(UpstreamTarget::parse("nope").is_err());
+    }
+}

@@ -869,3 +869,247 @@ async fn the_binary_warns_about_a_non_loopback_admin_without_token() {
     let quiet = stderr_until_listening(&["--admin-token", "t0ken"]);
     assert!(!quiet.contains("WARN"), "{quiet}");
 }
+
+/// One admin call made by a concurrency test: what it asked, what came
+/// back, and when (for real-time order between calls).
+#[derive(Debug, Clone)]
+struct Call {
+    /// Toxic index.
+    toxic: usize,
+    /// The `latency` an update set; `None` for a remove.
+    latency: Option<u64>,
+    status: u16,
+    body: Value,
+    start: Instant,
+    end: Instant,
+}
+
+/// Runs `calls` (method, path, body) at once against the admin API.
+async fn concurrently(
+    admin: SocketAddr,
+    calls: Vec<(&'static str, String, Option<Value>)>,
+) -> Vec<(u16, Value, Instant, Instant)> {
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|(method, path, body)| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let (status, answer) = api(admin, method, &path, body).await;
+                (status, answer, start, Instant::now())
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.expect("call task"));
+    }
+    out
+}
+
+fn toxic_names(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("toxic list: {list}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_with_distinct_names_all_land() {
+    let proxy = TestProxy::start(None).await;
+    proxy.add("default", "127.0.0.1:9").await;
+    for round in 0..5 {
+        let calls = (0..200)
+            .map(|i| {
+                let body = json!({"name": format!("t{i}"), "type": "latency", "attributes": {"latency": i}});
+                ("POST", "/proxies/default/toxics".to_string(), Some(body))
+            })
+            .collect();
+        let answers = concurrently(proxy.admin, calls).await;
+        for (i, (status, body, _, _)) in answers.iter().enumerate() {
+            assert_eq!(*status, 200, "round {round}, add t{i}: {body}");
+            assert_eq!(body["name"], format!("t{i}"), "round {round}: {body}");
+            assert_eq!(body["attributes"], json!({"latency": i}), "{body}");
+        }
+        let (status, list) = api(proxy.admin, "GET", "/proxies/default/toxics", None).await;
+        assert_eq!(status, 200);
+        let mut want: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+        want.sort();
+        let names = toxic_names(&list);
+        assert_eq!(
+            names.len(),
+            200,
+            "round {round}: every answered add is there"
+        );
+        assert_eq!(names, want, "round {round}");
+        let (status, _) = api(proxy.admin, "POST", "/reset", None).await;
+        assert_eq!(status, 204);
+        let (_, list) = api(proxy.admin, "GET", "/proxies/default/toxics", None).await;
+        assert_eq!(list, json!([]), "round {round}: reset removes them all");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_of_one_name_give_one_200_and_409s() {
+    let proxy = TestProxy::start(None).await;
+    proxy.add("default", "127.0.0.1:9").await;
+    let calls = (0..50)
+        .map(|i| {
+            let body = json!({"name": "same", "type": "latency", "attributes": {"latency": i}});
+            ("POST", "/proxies/default/toxics".to_string(), Some(body))
+        })
+        .collect();
+    let answers = concurrently(proxy.admin, calls).await;
+    let won: Vec<usize> = (0..50).filter(|&i| answers[i].0 == 200).collect();
+    assert_eq!(won.len(), 1, "exactly one add wins: {answers:?}");
+    for (status, body, _, _) in &answers {
+        assert!(*status == 200 || *status == 409, "{status} {body}");
+        if *status == 409 {
+            assert!(error_message(409, body).contains("same"), "{body}");
+        }
+    }
+    let (_, list) = api(proxy.admin, "GET", "/proxies/default/toxics", None).await;
+    assert_eq!(toxic_names(&list), vec!["same".to_string()]);
+    // What is there is what the winner was told.
+    assert_eq!(list[0], answers[won[0]].1, "{list}");
+}
+
+/// Updates (distinct `latency` values) and removes race on ten toxics, with
+/// readers listing them meanwhile. Every answer must fit one serial order:
+/// an update answered 200 shows its own value; no update that starts after
+/// a remove's 204 finds the toxic; a 404 comes only after the remove began;
+/// what is left is the value of a successful update that no later
+/// successful update (in real time) overwrote; a listing shows only values
+/// some call wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_and_removes_fit_a_serial_order() {
+    const TOXICS: usize = 10;
+    const UPDATES: usize = 12;
+    let proxy = TestProxy::start(None).await;
+    proxy.add("default", "127.0.0.1:9").await;
+    for round in 0..3 {
+        for t in 0..TOXICS {
+            let (status, body) = api(
+                proxy.admin,
+                "POST",
+                "/proxies/default/toxics",
+                Some(json!({"name": format!("t{t}"), "type": "latency", "attributes": {"latency": 1}})),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        // Even toxics get one remove among their updates, odd ones none.
+        let mut plan: Vec<(usize, Option<u64>)> = Vec::new();
+        for k in 0..UPDATES {
+            for t in 0..TOXICS {
+                plan.push((t, Some(1000 + (t * 100 + k) as u64)));
+                if t % 2 == 0 && k == UPDATES / 2 {
+                    plan.push((t, None));
+                }
+            }
+        }
+        let mut calls: Vec<(&'static str, String, Option<Value>)> = plan
+            .iter()
+            .map(|&(t, latency)| match latency {
+                Some(v) => (
+                    "PATCH",
+                    format!("/proxies/default/toxics/t{t}"),
+                    Some(json!({"attributes": {"latency": v}})),
+                ),
+                None => ("DELETE", format!("/proxies/default/toxics/t{t}"), None),
+            })
+            .collect();
+        let readers = 20;
+        for _ in 0..readers {
+            calls.push(("GET", "/proxies/default/toxics".to_string(), None));
+        }
+        let answers = concurrently(proxy.admin, calls).await;
+        let (ops, reads) = answers.split_at(plan.len());
+        let ops: Vec<Call> = plan
+            .iter()
+            .zip(ops)
+            .map(|(&(toxic, latency), (status, body, start, end))| Call {
+                toxic,
+                latency,
+                status: *status,
+                body: body.clone(),
+                start: *start,
+                end: *end,
+            })
+            .collect();
+        let written =
+            |t: usize, v: u64| v == 1 || ops.iter().any(|c| c.toxic == t && c.latency == Some(v));
+        for (status, list, _, _) in reads {
+            assert_eq!(*status, 200, "{list}");
+            for toxic in list.as_array().expect("list") {
+                let name = toxic["name"].as_str().expect("name");
+                let t: usize = name[1..].parse().expect("index");
+                let v = toxic["attributes"]["latency"].as_u64().expect("latency");
+                assert!(written(t, v), "round {round}: a listing shows {toxic}");
+            }
+        }
+        let (_, list) = api(proxy.admin, "GET", "/proxies/default/toxics", None).await;
+        for t in 0..TOXICS {
+            let mine: Vec<&Call> = ops.iter().filter(|c| c.toxic == t).collect();
+            for c in &mine {
+                match (c.latency, c.status) {
+                    (Some(v), 200) => {
+                        assert_eq!(c.body["name"], format!("t{t}"), "{c:?}");
+                        assert_eq!(c.body["attributes"]["latency"], v, "round {round}: {c:?}");
+                    }
+                    (Some(_), 404) => {}
+                    (None, 204) => {}
+                    _ => panic!("round {round}: unexpected answer {c:?}"),
+                }
+            }
+            let remove = mine.iter().find(|c| c.latency.is_none());
+            let left = list
+                .as_array()
+                .expect("list")
+                .iter()
+                .find(|x| x["name"] == format!("t{t}"));
+            match (remove, left) {
+                (Some(remove), None) => {
+                    assert_eq!(remove.status, 204, "{remove:?}");
+                    for c in &mine {
+                        if c.start > remove.end {
+                            assert_eq!(
+                                c.status, 404,
+                                "round {round}: update after the remove's answer: {c:?}"
+                            );
+                        }
+                        if c.status == 404 {
+                            assert!(
+                                c.end >= remove.start,
+                                "round {round}: 404 before the remove began: {c:?}"
+                            );
+                        }
+                    }
+                }
+                (None, Some(left)) => {
+                    let v = left["attributes"]["latency"].as_u64().expect("latency");
+                    let Some(last) = mine
+                        .iter()
+                        .find(|c| c.status == 200 && c.latency == Some(v))
+                    else {
+                        panic!("round {round}: t{t} holds {v}, which no successful update set");
+                    };
+                    for c in &mine {
+                        assert!(
+                            !(c.status == 200 && c.start > last.end),
+                            "round {round}: t{t} holds {v}, but {c:?} answered 200 after it"
+                        );
+                    }
+                }
+                (remove, left) => {
+                    panic!("round {round}: t{t}: remove {remove:?}, left {left:?}")
+                }
+            }
+        }
+        let (status, _) = api(proxy.admin, "POST", "/reset", None).await;
+        assert_eq!(status, 204);
+    }
+}

@@ -1,5 +1,7 @@
 //! The admin HTTP API: Toxiproxy 2.x's paths, bodies and status codes, plus
-//! `/healthz`, `/metrics` and the connections endpoints (SPEC §5).
+//! `/healthz`, `/metrics` and the connections endpoints (SPEC §5). Change
+//! routes turn JSON into a typed [`Change`] and answer with what
+//! [`Server::apply`] left behind.
 //!
 //! Security: optional bearer token (constant-time compare) on everything but
 //! `/healthz` and `/metrics`; cross-site browser `Origin`s get 403; bodies
@@ -21,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ProxySpec;
-use crate::proxy::{RegistryError, Server};
+use crate::proxy::{Change, Outcome, ProxyPatch, RegistryError, Server, ToxicPatch};
 use crate::toxics::ToxicSpec;
 
 /// Largest accepted request body.
@@ -103,6 +105,18 @@ fn empty(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
     response
+}
+
+/// Runs a typed change; `status` on success, with what the change left
+/// behind as the body.
+async fn apply(server: &Arc<Server>, change: Change, status: StatusCode) -> Response<Body> {
+    match server.apply(change).await {
+        Ok(Outcome::Proxy(view)) => json_response(status, &view),
+        Ok(Outcome::Proxies(views)) => json_response(status, &json!({"proxies": views})),
+        Ok(Outcome::Toxic(toxic)) => json_response(status, &toxic),
+        Ok(Outcome::Done) => empty(status),
+        Err(e) => registry_error(e),
+    }
 }
 
 /// Whether a browser `Origin` belongs to another site than the `Host` asked.
@@ -267,6 +281,20 @@ fn toxic_json(value: Value, required: &[&str]) -> Result<Value, String> {
     check_fields(value, "toxic", TOXIC_FIELDS, required).map(Value::Object)
 }
 
+/// A proxy update body, checked field by field; `toxics` is ignored (as in
+/// Toxiproxy).
+fn proxy_patch(value: Value) -> Result<ProxyPatch, String> {
+    let mut obj = check_fields(value, "proxy", PROXY_FIELDS, &[])?;
+    obj.remove("toxics");
+    serde_json::from_value(Value::Object(obj)).map_err(|err| format!("bad request body: {err}"))
+}
+
+/// A toxic update body, checked field by field.
+fn toxic_patch(value: Value) -> Result<ToxicPatch, String> {
+    let obj = toxic_json(value, &[])?;
+    serde_json::from_value(obj).map_err(|err| err.to_string())
+}
+
 /// A proxy body for create or populate: checked field by field; `listen`
 /// defaults to `127.0.0.1:0` (Toxiproxy accepts a missing listen too).
 fn proxy_spec(value: Value) -> Result<ProxySpec, String> {
@@ -359,10 +387,7 @@ async fn route(
             );
             response
         }
-        (&Method::POST, ["reset"]) => match server.reset().await {
-            Ok(()) => empty(StatusCode::NO_CONTENT),
-            Err(e) => registry_error(e),
-        },
+        (&Method::POST, ["reset"]) => apply(server, Change::Reset, StatusCode::NO_CONTENT).await,
         (&Method::GET, ["proxies"]) => {
             let map: serde_json::Map<String, Value> = server
                 .list()
@@ -381,10 +406,7 @@ async fn route(
                 Ok(s) => s,
                 Err(e) => return bad_request(e),
             };
-            match server.create(spec).await {
-                Ok(view) => json_response(StatusCode::CREATED, &view),
-                Err(e) => registry_error(e),
-            }
+            apply(server, Change::CreateProxy(spec), StatusCode::CREATED).await
         }
         (&Method::POST, ["populate"]) => {
             let list = match parse_json::<Value>(body) {
@@ -407,30 +429,27 @@ async fn route(
                     Err(e) => return bad_request(format!("proxy {}: {e}", i + 1)),
                 }
             }
-            match server.populate(specs).await {
-                Ok(views) => json_response(StatusCode::CREATED, &json!({"proxies": views})),
-                Err(e) => registry_error(e),
-            }
+            apply(server, Change::Populate(specs), StatusCode::CREATED).await
         }
         (&Method::GET, ["proxies", p]) => match server.get(p) {
             Ok(view) => json_response(StatusCode::OK, &view),
             Err(e) => registry_error(e),
         },
         (&Method::POST | &Method::PATCH, ["proxies", p]) => {
-            let patch =
-                match parse_json(body).and_then(|v| check_fields(v, "proxy", PROXY_FIELDS, &[])) {
-                    Ok(v) => Value::Object(v),
-                    Err(e) => return bad_request(e),
-                };
-            match server.update(p, &patch).await {
-                Ok(view) => json_response(StatusCode::OK, &view),
-                Err(e) => registry_error(e),
-            }
+            let patch = match parse_json(body).and_then(proxy_patch) {
+                Ok(patch) => patch,
+                Err(e) => return bad_request(e),
+            };
+            let change = Change::UpdateProxy {
+                proxy: p.to_string(),
+                patch,
+            };
+            apply(server, change, StatusCode::OK).await
         }
-        (&Method::DELETE, ["proxies", p]) => match server.delete(p).await {
-            Ok(()) => empty(StatusCode::NO_CONTENT),
-            Err(e) => registry_error(e),
-        },
+        (&Method::DELETE, ["proxies", p]) => {
+            let change = Change::DeleteProxy(p.to_string());
+            apply(server, change, StatusCode::NO_CONTENT).await
+        }
         (&Method::GET, ["proxies", p, "toxics"]) => match server.toxics(p) {
             Ok(list) => json_response(StatusCode::OK, &list),
             Err(e) => registry_error(e),
@@ -445,29 +464,35 @@ async fn route(
                 Ok(s) => s,
                 Err(e) => return bad_request(e),
             };
-            match server.add_toxic(p, spec) {
-                Ok(t) => json_response(StatusCode::OK, &t),
-                Err(e) => registry_error(e),
-            }
+            let change = Change::AddToxic {
+                proxy: p.to_string(),
+                toxic: spec,
+            };
+            apply(server, change, StatusCode::OK).await
         }
         (&Method::GET, ["proxies", p, "toxics", t]) => match server.toxic(p, t) {
             Ok(t) => json_response(StatusCode::OK, &t),
             Err(e) => registry_error(e),
         },
         (&Method::POST | &Method::PATCH, ["proxies", p, "toxics", t]) => {
-            let patch = match parse_json(body).and_then(|v| toxic_json(v, &[])) {
-                Ok(v) => v,
+            let patch = match parse_json(body).and_then(toxic_patch) {
+                Ok(patch) => patch,
                 Err(e) => return bad_request(e),
             };
-            match server.update_toxic(p, t, &patch) {
-                Ok(t) => json_response(StatusCode::OK, &t),
-                Err(e) => registry_error(e),
-            }
+            let change = Change::UpdateToxic {
+                proxy: p.to_string(),
+                toxic: t.to_string(),
+                patch,
+            };
+            apply(server, change, StatusCode::OK).await
         }
-        (&Method::DELETE, ["proxies", p, "toxics", t]) => match server.remove_toxic(p, t) {
-            Ok(()) => empty(StatusCode::NO_CONTENT),
-            Err(e) => registry_error(e),
-        },
+        (&Method::DELETE, ["proxies", p, "toxics", t]) => {
+            let change = Change::RemoveToxic {
+                proxy: p.to_string(),
+                toxic: t.to_string(),
+            };
+            apply(server, change, StatusCode::NO_CONTENT).await
+        }
         (&Method::GET, ["proxies", p, "connections"]) => match server.connections(p) {
             Ok(list) => json_response(StatusCode::OK, &list),
             Err(e) => registry_error(e),

@@ -53,8 +53,16 @@ pub fn connection_capacity() -> usize {
     (limit.saturating_sub(reserved) / 2).max(1) as usize
 }
 
-/// Binds `listen` with a deep backlog and starts accepting.
-pub async fn start(listen: &str, proxy: Arc<ProxyShared>) -> std::io::Result<Running> {
+/// A bound socket that does not accept yet (see [`serve`]).
+pub struct Bound {
+    /// The real bound address.
+    pub addr: SocketAddr,
+    listener: TcpListener,
+}
+
+/// Binds `listen` with a deep backlog; accepting starts with [`serve`],
+/// so the proxy's settings can name the real address before the first client.
+pub async fn bind(listen: &str) -> std::io::Result<Bound> {
     let addr = tokio::net::lookup_host(listen)
         .await?
         .next()
@@ -70,6 +78,12 @@ pub async fn start(listen: &str, proxy: Arc<ProxyShared>) -> std::io::Result<Run
     socket.listen(4096)?;
     let listener = TcpListener::from_std(socket.into())?;
     let addr = listener.local_addr()?;
+    Ok(Bound { addr, listener })
+}
+
+/// Starts accepting connections for `proxy` on a bound socket.
+pub fn serve(bound: Bound, proxy: Arc<ProxyShared>) -> Running {
+    let Bound { addr, listener } = bound;
     let (stop, mut stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
@@ -110,5 +124,5 @@ pub async fn start(listen: &str, proxy: Arc<ProxyShared>) -> std::io::Result<Run
             }
         }
     });
-    Ok(Running { addr, stop, task })
+    Running { addr, stop, task }
 }
