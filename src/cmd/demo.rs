@@ -48,6 +48,7 @@ fn toxic(name: &str, kind: &str, stream: StreamDir, attributes: serde_json::Valu
         attributes: attributes.as_object().cloned().unwrap_or_default(),
         matcher: None,
         schedule: None,
+        count: None,
     }
 }
 

@@ -486,6 +486,8 @@ impl State {
             to_server: self.to_server(),
             activity: &conn.activity,
             facts: &facts,
+            profile: crate::protocols::NONE,
+            message_payload: None,
         };
         let mut outputs = std::mem::take(&mut self.scratch);
         step(&mut self.chain, &base, &mut outputs);

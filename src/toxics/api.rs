@@ -132,6 +132,10 @@ impl ToxicCx<'_> {
 pub struct InstanceCx {
     /// Timer origin: the later of the toxic being added and the connection opening.
     pub armed_at: Instant,
+    /// The toxic has `match.message`: a toxic that would otherwise fire on
+    /// a timer (`close` with no `after_*`) fires on the first matching
+    /// message instead.
+    pub message_triggered: bool,
 }
 
 /// The validated, shared definition of a toxic of one type.
@@ -149,6 +153,11 @@ pub trait ToxicDef: Send + Sync + std::fmt::Debug {
     /// Whether the toxic only acts on the upgrade (then links ignore it).
     fn handshake_only(&self) -> bool {
         false
+    }
+    /// Whether the toxic acts on messages, so `match.message` and `count`
+    /// make sense for it (false for byte-, time- and handshake-level types).
+    fn acts_on_messages(&self) -> bool {
+        true
     }
     /// Whether these attributes can never act (probability 0, zero delay):
     /// such a toxic stays off the relay, which keeps its fast path.

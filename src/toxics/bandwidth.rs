@@ -19,6 +19,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 }
 
 impl ToxicDef for Bandwidth {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, _cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State {
             bytes_per_sec: self.rate_kb as f64 * 1000.0,

@@ -52,7 +52,13 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 
 impl ToxicDef for Close {
     fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
-        let timer = match (self.after_ms, self.after_messages) {
+        // With `match.message` and no `after_*`, the first matching message
+        // fires it (the activation layer only shows it matching messages).
+        let after_messages = match (self.after_ms, self.after_messages) {
+            (None, None) if cx.message_triggered => Some(0),
+            (_, n) => n,
+        };
+        let timer = match (self.after_ms, after_messages) {
             (Some(t), _) => Some(cx.armed_at + ms(t)),
             (None, None) => Some(cx.armed_at),
             (None, Some(_)) => None,
@@ -61,7 +67,7 @@ impl ToxicDef for Close {
             code: self.code,
             reason: self.reason.clone(),
             timer,
-            after_messages: self.after_messages,
+            after_messages,
             seen: 0,
             tracker: MessageTracker::default(),
             done: false,

@@ -22,6 +22,9 @@ struct Inert;
 impl ToxicState for Inert {}
 
 impl ToxicDef for HandshakeDelay {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, _cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(Inert)
     }

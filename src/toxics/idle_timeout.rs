@@ -33,6 +33,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 }
 
 impl ToxicDef for IdleTimeout {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State {
             armed_at: cx.armed_at,

@@ -22,6 +22,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 }
 
 impl ToxicDef for LimitData {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, _cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State {
             left: self.bytes,

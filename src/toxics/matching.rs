@@ -6,17 +6,20 @@
 //!   answer is drawn once per connection and stream, by
 //!   [`ActiveToxic::new`](super::ActiveToxic::new) and
 //!   [`handshake_actions`](super::handshake_actions).
-//! * **Message** (SPEC §12, to come): `match.message` (`kind`, `opcode`,
-//!   `contains`, `regex`, `json`) and `count` pick messages on a matching
-//!   connection. They belong here too, as fields of [`MatchSpec`] compiled
-//!   once at validation, with a per-message test that the activation layer
-//!   ([`ActiveToxic`](super::ActiveToxic)) asks before handing a message's
-//!   frames to the toxic's state; a toxic file never matches by itself.
+//! * **Message**: `match.message` (`kind`, `opcode`, `contains`, `regex`,
+//!   `json`) and `count` pick messages on a matching connection. The spec is
+//!   the `message` field of [`MatchSpec`]; it is compiled once at validation
+//!   ([`message_match`](super::message_match)) and asked per message by the
+//!   activation layer ([`ActiveToxic`](super::ActiveToxic)) before a
+//!   message's frames reach the toxic's state; a toxic file never matches by
+//!   itself.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+
+use super::message_match::MessageMatchSpec;
 
 /// `match`: only connections whose upgrade request matches are affected.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +34,9 @@ pub struct MatchSpec {
     /// The negotiated subprotocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subprotocol: Option<String>,
+    /// Which messages of a matching connection (kind, opcode, payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageMatchSpec>,
 }
 
 /// Connection facts a toxic may look at.
@@ -173,6 +179,7 @@ mod tests {
             path: Some("/chat".into()),
             header: [("x-tenant".to_string(), "blue".to_string())].into(),
             subprotocol: None,
+            message: None,
         };
         assert!(m.matches(&facts("/chat", &[("x-tenant", "blue")], None)));
         assert!(!m.matches(&facts("/chat", &[], None)));

@@ -19,6 +19,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 }
 
 impl ToxicDef for ResetPeer {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State {
             at: cx.armed_at + ms(self.timeout),

@@ -17,8 +17,11 @@ use super::api::{
     DeadlineCx, HandshakeAction, InstanceCx, Item, MessageTracker, Output, ToxicCx, ToxicState,
 };
 use super::matching::ConnFacts;
+use super::message_match::{CountState, MessageFacts, MessageMatcher, Verdict};
 use super::rng::toxic_rng;
 use super::spec::ToxicEntry;
+use crate::frame::Frame;
+use crate::protocols::Profile;
 use crate::vocab::Activity;
 
 /// A toxic instance on one link, with its activation state.
@@ -35,6 +38,10 @@ pub struct ActiveToxic {
     tracker: MessageTracker,
     /// Inside a compressed message that this payload-changing toxic skips.
     skipping: bool,
+    /// `match.message` / `count` tallies on this connection and stream.
+    count_state: CountState,
+    /// Inside a data message that `match.message` / `count` passed by.
+    bypassing: bool,
     actions: prometheus::IntCounter,
     skips: prometheus::IntCounter,
 }
@@ -54,7 +61,11 @@ impl ActiveToxic {
         let matched = entry.spec.matcher.as_ref().is_none_or(|m| m.matches(facts));
         let armed_at = entry.added_at.max(facts.opened_at);
         let inert = entry.def.is_inert();
-        let state = entry.def.instantiate(&InstanceCx { armed_at });
+        let message_triggered = entry.selector.as_ref().is_some_and(|s| s.matcher.is_some());
+        let state = entry.def.instantiate(&InstanceCx {
+            armed_at,
+            message_triggered,
+        });
         ActiveToxic {
             actions: metrics.toxic_actions(&entry.spec.name, &entry.spec.kind),
             skips: metrics.toxic_skips(&entry.spec.name, &entry.spec.kind),
@@ -66,6 +77,75 @@ impl ActiveToxic {
             active: false,
             tracker: MessageTracker::default(),
             skipping: false,
+            count_state: CountState::default(),
+            bypassing: false,
+        }
+    }
+
+    /// Whether this instance asks for message kinds (`match.message.kind`).
+    pub fn needs_kind(&self) -> bool {
+        self.applies && self.matcher().is_some_and(|m| m.needs_kind())
+    }
+
+    /// Whether this instance asks for whole payloads (`contains`, `regex`,
+    /// `json`): the link then gathers fragmented messages.
+    pub fn needs_payload(&self) -> bool {
+        self.applies && self.matcher().is_some_and(|m| m.needs_payload())
+    }
+
+    fn matcher(&self) -> Option<&MessageMatcher> {
+        self.entry.selector.as_ref()?.matcher.as_ref()
+    }
+
+    /// Decides whether the message (or control frame) that `frame` starts
+    /// goes to this toxic: `match.message`, then `count`.
+    fn selects(&mut self, frame: &Frame, base: &ChainCx<'_>) -> bool {
+        let Some(selector) = &self.entry.selector else {
+            return true;
+        };
+        let control = frame.header.opcode.is_control();
+        let Some(matcher) = &selector.matcher else {
+            // `count` alone counts data messages; control frames pass to the
+            // toxic as they would without it.
+            return control
+                || selector
+                    .count
+                    .as_ref()
+                    .is_none_or(|c| c.decide(&mut self.count_state));
+        };
+        let plain =
+            (matcher.needs_kind() || matcher.needs_payload()).then(|| frame.plain_payload());
+        let kind = matcher.needs_kind().then(|| {
+            crate::protocols::classify(
+                base.profile,
+                frame.header.opcode,
+                plain.as_deref().unwrap_or_default(),
+                frame.header.fin,
+            )
+        });
+        let payload = if !matcher.needs_payload() {
+            None
+        } else if frame.header.fin || control {
+            plain.as_deref()
+        } else {
+            base.message_payload
+        };
+        let facts = MessageFacts {
+            opcode: frame.header.opcode,
+            kind,
+            payload,
+            compressed: base.facts.compressed && frame.header.rsv1(),
+        };
+        match matcher.evaluate(&facts) {
+            Verdict::Match => selector
+                .count
+                .as_ref()
+                .is_none_or(|c| c.decide(&mut self.count_state)),
+            Verdict::NoMatch => false,
+            Verdict::SkippedCompressed => {
+                self.skips.inc();
+                false
+            }
         }
     }
 
@@ -122,6 +202,25 @@ impl ActiveToxic {
         match item {
             Item::Frame(frame) => {
                 let (starts, _) = self.tracker.observe(&frame);
+                if self.active && self.entry.selector.is_some() {
+                    let control = frame.header.opcode.is_control();
+                    if starts {
+                        self.bypassing = !self.selects(&frame, base);
+                    }
+                    let passes = if control {
+                        !self.selects(&frame, base)
+                    } else {
+                        self.bypassing
+                    };
+                    if passes {
+                        // Untouched, and not delayed by this toxic.
+                        out.push(Output {
+                            not_before,
+                            item: Item::Frame(frame),
+                        });
+                        return;
+                    }
+                }
                 if starts {
                     self.skipping = base.facts.compressed
                         && frame.header.rsv1()
@@ -206,6 +305,11 @@ pub struct ChainCx<'a> {
     pub activity: &'a Activity,
     /// Connection facts.
     pub facts: &'a ConnFacts,
+    /// The connection's protocol profile (for `match.message.kind`).
+    pub profile: &'a dyn Profile,
+    /// The whole unmasked payload of the message being passed, when the
+    /// link gathered it for a payload matcher.
+    pub message_payload: Option<&'a [u8]>,
 }
 
 /// Runs `input` through every toxic of `chain` in order, appending to `out`.
@@ -292,11 +396,25 @@ mod tests {
     use super::*;
     use crate::frame::{Frame, Opcode};
     use crate::toxics::api::ms;
-    use crate::toxics::testkit::{actions_of, active, entry, facts, frame, metrics, show, text};
+    use crate::toxics::testkit::{
+        actions_of, active, entry, facts, frame, metrics, ping, show, text,
+    };
 
     /// Runs `frame` through `chain` at `now_ms` after `base`; returns
     /// (release ms after base, description).
     fn pass(
+        chain: &mut [ActiveToxic],
+        base: Instant,
+        now_ms: u64,
+        facts: &ConnFacts,
+        frame: Frame,
+    ) -> Vec<(u128, String)> {
+        pass_as(crate::protocols::NONE, chain, base, now_ms, facts, frame)
+    }
+
+    /// [`pass`] on a connection of protocol `profile`.
+    fn pass_as(
+        profile: &dyn Profile,
         chain: &mut [ActiveToxic],
         base: Instant,
         now_ms: u64,
@@ -310,6 +428,8 @@ mod tests {
             to_server: false,
             activity: &activity,
             facts,
+            profile,
+            message_payload: None,
         };
         let mut out = Vec::new();
         let input = Output {
@@ -485,6 +605,8 @@ mod tests {
             to_server: false,
             activity: &activity,
             facts: &f,
+            profile: crate::protocols::NONE,
+            message_payload: None,
         };
         let mut out = Vec::new();
         run_deadline(&mut chain, 0, &cx, &mut out);
@@ -515,5 +637,149 @@ mod tests {
                 body: "wsfault: handshake rejected\n".into()
             }
         );
+    }
+
+    #[test]
+    fn json_match_and_count_act_on_matching_messages_13_16_19_22_25() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "message_loss", "attributes": {"probability": 1.0},
+                   "match": {"message": {"json": {"pointer": "/type", "equals": "next"}}},
+                   "count": {"after": 10, "every": 3, "limit": 5}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
+        let mut lost = Vec::new();
+        for n in 1..=30u64 {
+            let next = format!(r#"{{"id":"1","type":"next","payload":{{"seq":{n}}}}}"#);
+            if pass(&mut chain, base, n, &f, text(&next)).is_empty() {
+                lost.push(n);
+            }
+            // Other messages neither match nor move the count.
+            let ka = pass(&mut chain, base, n, &f, text(r#"{"type":"ka"}"#));
+            assert_eq!(ka, [(u128::from(n), r#"text:{"type":"ka"}"#.into())]);
+        }
+        assert_eq!(lost, [13, 16, 19, 22, 25]);
+        assert_eq!(actions_of(&m, &e), 5);
+    }
+
+    #[test]
+    fn messages_of_another_kind_pass_undelayed() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "latency", "attributes": {"latency": 500},
+                   "match": {"message": {"kind": "heartbeat"}}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let socketio = crate::protocols::by_name("socketio").expect("registered");
+        let mut chain = [active(e, &f, 1, 0, &m)];
+        assert!(chain[0].needs_kind() && !chain[0].needs_payload());
+        assert_eq!(
+            pass_as(socketio, &mut chain, base, 10, &f, text("2")),
+            [(510, "text:2".into())]
+        );
+        assert_eq!(
+            pass_as(socketio, &mut chain, base, 20, &f, text(r#"42["chat"]"#)),
+            [(20, r#"text:42["chat"]"#.into())]
+        );
+        // WebSocket pings are heartbeats under every profile.
+        assert_eq!(
+            pass_as(socketio, &mut chain, base, 30, &f, ping("p")),
+            [(530, "ping:p".into())]
+        );
+        // Under `none`, a text "2" is data.
+        assert_eq!(
+            pass(&mut chain, base, 40, &f, text("2")),
+            [(40, "text:2".into())]
+        );
+    }
+
+    #[test]
+    fn a_fragmented_message_is_passed_by_whole() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "latency", "attributes": {"latency": 100},
+                   "match": {"message": {"opcode": "binary"}}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let mut chain = [active(e, &f, 1, 0, &m)];
+        assert_eq!(
+            pass(&mut chain, base, 0, &f, frame(false, Opcode::Text, "a")),
+            [(0, "text+:a".into())]
+        );
+        assert_eq!(
+            pass(
+                &mut chain,
+                base,
+                1,
+                &f,
+                frame(true, Opcode::Continuation, "b")
+            ),
+            [(1, "cont:b".into())]
+        );
+        assert_eq!(
+            pass(&mut chain, base, 2, &f, frame(true, Opcode::Binary, "c")),
+            [(102, "binary:c".into())]
+        );
+    }
+
+    #[test]
+    fn close_with_a_message_match_fires_on_the_first_matching_message() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "close", "attributes": {"code": 4000},
+                   "match": {"message": {"contains": "subscribe"}}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let mut chain = [active(e, &f, 1, 0, &m)];
+        let activity = Activity::new(base);
+        // No timer: it does not fire at once.
+        assert_eq!(chain[0].next_deadline(base + ms(10), &activity), None);
+        assert_eq!(
+            pass(&mut chain, base, 10, &f, text("hello")),
+            [(10, "text:hello".into())]
+        );
+        let fired = pass(&mut chain, base, 20, &f, text(r#"{"type":"subscribe"}"#));
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].1.starts_with("close:4000"), "{fired:?}");
+    }
+
+    #[test]
+    fn message_selection_is_refused_where_it_makes_no_sense() {
+        let stall = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
+            {"type": "stall", "attributes": {"duration": 100},
+             "match": {"message": {"kind": "data"}}}))
+        .expect("spec")
+        .validate(0)
+        .expect_err("stall does not act on messages");
+        assert_eq!(stall.field.as_deref(), Some("match.message"));
+        assert!(stall.message.contains("stall"), "{stall}");
+        let count = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
+            {"type": "bandwidth", "attributes": {"rate": 1}, "count": {"every": 2}}))
+        .expect("spec")
+        .validate(0)
+        .expect_err("bandwidth does not act on messages");
+        assert_eq!(count.field.as_deref(), Some("count"));
+        let regex = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
+            {"type": "message_loss", "attributes": {"probability": 1},
+             "match": {"message": {"regex": "("}}}))
+        .expect("spec")
+        .validate(0)
+        .expect_err("bad regex");
+        assert_eq!(regex.field.as_deref(), Some("match.message.regex"));
+        let every = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
+            {"type": "duplicate", "count": {"every": 0}}))
+        .expect("spec")
+        .validate(0)
+        .expect_err("every 0");
+        assert_eq!(every.field.as_deref(), Some("count.every"));
     }
 }

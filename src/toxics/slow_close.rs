@@ -18,6 +18,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 }
 
 impl ToxicDef for SlowClose {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, _cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State { delay: self.delay })
     }

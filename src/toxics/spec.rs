@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::api::{ParseFn, ToxicDef};
 use super::attrs::{AttrError, Attributes};
 use super::matching::MatchSpec;
+use super::message_match::{CountSpec, MessageMatcher};
 use crate::vocab::StreamDir;
 
 /// `schedule`: the toxic is active in windows, milliseconds.
@@ -86,6 +87,9 @@ pub struct ToxicSpec {
     /// Active windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSpec>,
+    /// Which of the matching messages are acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<CountSpec>,
 }
 
 /// A toxic that failed validation.
@@ -116,6 +120,18 @@ pub struct ToxicEntry {
     pub added_at: Instant,
     /// Unique id of this version (a new one on every update).
     pub version: u64,
+    /// `match.message` and `count`, compiled; `None` when the toxic acts
+    /// on every message.
+    pub selector: Option<Selector>,
+}
+
+/// The compiled `match.message` and `count` of one toxic.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    /// Which messages match (absent: every data message).
+    pub matcher: Option<MessageMatcher>,
+    /// Which of the matching messages are acted on.
+    pub count: Option<CountSpec>,
 }
 
 /// The names of a registry's types, comma-separated, for error messages.
@@ -180,11 +196,38 @@ impl ToxicSpec {
         let mut attrs = Attributes::new(&self.kind, self.attributes.clone());
         let def = parse(&mut attrs).map_err(attr_err)?;
         attrs.finish().map_err(attr_err)?;
+        let message = self.matcher.as_ref().and_then(|m| m.message.as_ref());
+        if !def.acts_on_messages() && (message.is_some() || self.count.is_some()) {
+            let field = if message.is_some() {
+                "match.message"
+            } else {
+                "count"
+            };
+            return Err(err(
+                field,
+                format!(
+                    "{field} is not allowed on a {} toxic: it does not act on messages (timeout, reset_peer, limit_data, bandwidth, slow_close, stall, idle_timeout and the handshake toxics act on bytes, time or the upgrade)",
+                    self.kind
+                ),
+            ));
+        }
+        let matcher = match message {
+            Some(spec) => Some(spec.compile().map_err(|e| err(e.field, e.message))?),
+            None => None,
+        };
+        if let Some(count) = &self.count {
+            count.validate().map_err(|e| err(e.field, e.message))?;
+        }
+        let selector = (matcher.is_some() || self.count.is_some()).then(|| Selector {
+            matcher,
+            count: self.count.clone(),
+        });
         Ok(ToxicEntry {
             spec: self,
             def,
             added_at: Instant::now(),
             version,
+            selector,
         })
     }
 }
@@ -204,6 +247,7 @@ mod tests {
             attributes: attributes.as_object().cloned().unwrap_or_default(),
             matcher: None,
             schedule: None,
+            count: None,
         }
     }
 

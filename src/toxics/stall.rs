@@ -28,6 +28,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 }
 
 impl ToxicDef for Stall {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State {
             armed_at: cx.armed_at,

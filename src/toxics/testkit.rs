@@ -147,7 +147,10 @@ impl Kit {
     /// A `kind` toxic with `attrs`, armed at the base, RNG seeded with `seed`.
     pub(crate) fn new(kind: &str, attrs: Value, seed: u64) -> Kit {
         let base = Instant::now();
-        let state = def(kind, attrs).instantiate(&InstanceCx { armed_at: base });
+        let state = def(kind, attrs).instantiate(&InstanceCx {
+            armed_at: base,
+            message_triggered: false,
+        });
         Kit {
             base,
             activity: Activity::new(base),

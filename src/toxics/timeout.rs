@@ -21,6 +21,9 @@ pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
 }
 
 impl ToxicDef for Timeout {
+    fn acts_on_messages(&self) -> bool {
+        false
+    }
     fn instantiate(&self, cx: &InstanceCx) -> Box<dyn ToxicState> {
         Box::new(State {
             cut_at: (self.timeout > 0).then(|| cx.armed_at + ms(self.timeout)),
