@@ -96,7 +96,7 @@ pub enum Outcome {
     /// The proxies as they now are (populate).
     Proxies(Vec<ProxyView>),
     /// The toxic as it now is (add, update).
-    Toxic(ToxicSpec),
+    Toxic(Box<ToxicSpec>),
     /// Nothing to show (delete, remove, reset).
     Done,
 }

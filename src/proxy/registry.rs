@@ -93,7 +93,7 @@ impl Server {
                     .load()
                     .with_toxic_added(toxic, &self.versions)?;
                 proxy.store(next);
-                Ok(Outcome::Toxic(stored))
+                Ok(Outcome::Toxic(Box::new(stored)))
             }
             Change::UpdateToxic {
                 proxy,
@@ -107,7 +107,7 @@ impl Server {
                         .load()
                         .with_toxic_updated(&toxic, &patch, &self.versions)?;
                 proxy.store(next);
-                Ok(Outcome::Toxic(stored))
+                Ok(Outcome::Toxic(Box::new(stored)))
             }
             Change::RemoveToxic { proxy, toxic } => {
                 let proxy = self.get_proxy(&proxy)?;
@@ -138,7 +138,7 @@ impl Server {
             toxic,
         };
         match self.apply(change).await? {
-            Outcome::Toxic(toxic) => Ok(toxic),
+            Outcome::Toxic(toxic) => Ok(*toxic),
             other => Err(unexpected(other)),
         }
     }
