@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
+use crate::protocols::ProtocolSetting;
 use crate::toxics::ToxicSpec;
 
 /// Default `max_frame_bytes`: 16 MiB.
@@ -77,6 +78,10 @@ pub struct ProxySpec {
     /// Largest message payload accepted.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: u64,
+    /// The application protocol: `auto` (detected per connection) or a
+    /// profile name.
+    #[serde(default)]
+    pub protocol: ProtocolSetting,
     /// Toxics.
     #[serde(default)]
     pub toxics: Vec<ToxicSpec>,
@@ -94,6 +99,7 @@ impl ProxySpec {
             host: HostMode::Keep,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            protocol: ProtocolSetting::Auto,
             toxics: Vec::new(),
         }
     }
@@ -161,6 +167,8 @@ struct RawProxy {
     #[serde(default = "default_max_message")]
     max_message_bytes: u64,
     #[serde(default)]
+    protocol: ProtocolSetting,
+    #[serde(default)]
     toxics: Vec<ToxicSpec>,
 }
 
@@ -213,6 +221,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
             host: p.host,
             max_frame_bytes: p.max_frame_bytes,
             max_message_bytes: p.max_message_bytes,
+            protocol: p.protocol,
             toxics: Vec::new(),
         };
         spec.check().map_err(|(field, e)| {
@@ -234,10 +243,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
             let entry = toxic.validate(0).map_err(|e| {
                 let mut path = toxic_path.clone();
                 if let Some(field) = &e.field {
-                    match field.split_once('.') {
-                        Some((outer, inner)) => path.extend([Step::Key(outer), Step::Key(inner)]),
-                        None => path.push(Step::Key(field)),
-                    }
+                    path.extend(field.split('.').map(Step::Key));
                 }
                 ConfigError(format!(
                     "{}: proxy {:?}: {e}",
@@ -596,5 +602,40 @@ mod tests {
     fn not_yaml_is_reported_where_the_parser_stopped() {
         let err = parse_str("proxies: [\n", "f.yaml").expect_err("not yaml");
         assert!(err.0.starts_with("f.yaml:1:"), "{}", err.0);
+    }
+
+    #[test]
+    fn protocol_and_message_matchers_point_at_the_field() {
+        assert_at(
+            &error("    protocol: mqtt
+"),
+            "5:15",
+            "invalid protocol \"mqtt\": valid choices are auto, none, socketio, graphql-ws, stomp, signalr, phoenix",
+        );
+        let err = error(
+            "    toxics:\n      - type: message_loss\n        attributes: {probability: 1}\n        match:\n          message:\n            regex: '(open'\n",
+        );
+        assert_at(&err, "10:20", "match.message.regex");
+        let err = error(
+            "    toxics:\n      - type: stall\n        attributes: {duration: 10}\n        count: {every: 2}\n",
+        );
+        assert_at(&err, "8:9", "count is not allowed on a stall toxic");
+        let err = error(
+            "    toxics:\n      - type: message_loss\n        attributes: {probability: 1}\n        match: {message: {kind: ping}}\n",
+        );
+        assert!(err.contains("ping") && err.contains("heartbeat"), "{err}");
+        let ok = parse_str(
+            &format!("{HEAD}    protocol: socketio\n    toxics:\n      - type: message_loss\n        attributes: {{probability: 1}}\n        match: {{message: {{kind: heartbeat}}}}\n        count: {{after: 10, every: 3, limit: 5}}\n"),
+            "f.yaml",
+        )
+        .expect("valid");
+        assert_eq!(ok.proxies[0].protocol.name(), "socketio");
+        assert_eq!(
+            ok.proxies[0].toxics[0]
+                .count
+                .as_ref()
+                .map(|c| (c.after, c.every, c.limit)),
+            Some((10, 3, Some(5)))
+        );
     }
 }

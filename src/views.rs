@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::config::{ExtensionsMode, HostMode};
+use crate::protocols::ProtocolSetting;
 use crate::toxics::ToxicSpec;
 
 /// A proxy as the admin API shows it (Toxiproxy's fields first).
@@ -39,6 +40,8 @@ pub struct ProxyView {
     pub max_frame_bytes: u64,
     /// Message limit (0 when the server does not say).
     pub max_message_bytes: u64,
+    /// `auto` or a protocol profile.
+    pub protocol: ProtocolSetting,
 }
 
 /// One connection as `GET /proxies/{p}/connections` shows it.
@@ -55,6 +58,8 @@ pub struct ConnectionView {
     pub path: String,
     /// Negotiated subprotocol.
     pub subprotocol: Option<String>,
+    /// The detected (or configured) protocol profile.
+    pub protocol: String,
     /// Age in milliseconds.
     pub age_ms: u64,
     /// Client → server counters.

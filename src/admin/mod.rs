@@ -201,6 +201,7 @@ const PROXY_FIELDS: &[(&str, Want)] = &[
     ("host", Want::Choice(&["keep", "upstream"])),
     ("max_frame_bytes", Want::Uint),
     ("max_message_bytes", Want::Uint),
+    ("protocol", Want::Str),
 ];
 
 /// Fields of a toxic body (Toxiproxy's first, then ours).
@@ -212,6 +213,7 @@ const TOXIC_FIELDS: &[(&str, Want)] = &[
     ("attributes", Want::Obj),
     ("match", Want::Obj),
     ("schedule", Want::Obj),
+    ("count", Want::Obj),
 ];
 
 /// Checks a JSON body against `fields` so that errors name the field, the

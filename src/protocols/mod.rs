@@ -158,6 +158,63 @@ pub fn detect_first_message(payload: &[u8]) -> &'static dyn Profile {
         .unwrap_or(NONE)
 }
 
+/// A connection's profile, decided at the handshake or on the first client
+/// message; lock-free, read by both links and the admin API.
+#[derive(Debug)]
+pub struct ProfileSlot(std::sync::atomic::AtomicU8);
+
+impl ProfileSlot {
+    const PENDING: u8 = u8::MAX;
+
+    /// A slot holding `profile`, or waiting for the first client message
+    /// when `None`.
+    pub fn new(profile: Option<&'static dyn Profile>) -> ProfileSlot {
+        let slot = ProfileSlot(std::sync::atomic::AtomicU8::new(Self::PENDING));
+        if let Some(p) = profile {
+            slot.set(p);
+        }
+        slot
+    }
+
+    /// Whether the first client message still has to decide.
+    pub fn is_pending(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire) == Self::PENDING
+    }
+
+    /// Decides the profile (once; later calls keep the first decision).
+    pub fn set(&self, profile: &'static dyn Profile) {
+        let index = PROFILES
+            .iter()
+            .position(|p| p.name() == profile.name())
+            .and_then(|i| u8::try_from(i).ok())
+            .unwrap_or(Self::PENDING);
+        let _ = self.0.compare_exchange(
+            Self::PENDING,
+            index,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        );
+    }
+
+    /// The profile; [`NONE`] while undecided.
+    pub fn get(&self) -> &'static dyn Profile {
+        let index = self.0.load(std::sync::atomic::Ordering::Acquire);
+        PROFILES.get(usize::from(index)).copied().unwrap_or(NONE)
+    }
+}
+
+/// Decides a connection's profile at the handshake: the proxy's setting,
+/// or auto-detection (`None`: the first client message decides).
+pub fn at_handshake(
+    setting: ProtocolSetting,
+    handshake: &Handshake<'_>,
+) -> Option<&'static dyn Profile> {
+    match setting {
+        ProtocolSetting::Fixed(profile) => Some(profile),
+        ProtocolSetting::Auto => detect_handshake(handshake),
+    }
+}
+
 /// A proxy's `protocol` setting.
 #[derive(Debug, Clone, Copy, Default)]
 pub enum ProtocolSetting {
@@ -301,6 +358,24 @@ mod tests {
         );
         let json: ProtocolSetting = serde_json::from_str("\"phoenix\"").expect("valid");
         assert_eq!(serde_json::to_string(&json).expect("json"), "\"phoenix\"");
+    }
+
+    #[test]
+    fn slot_decides_once() {
+        let slot = ProfileSlot::new(None);
+        assert!(slot.is_pending());
+        assert_eq!(slot.get().name(), "none");
+        slot.set(detect_first_message(
+            b"{\"protocol\":\"json\",\"version\":1}\x1e",
+        ));
+        slot.set(NONE);
+        assert!(!slot.is_pending());
+        assert_eq!(slot.get().name(), "signalr");
+        let fixed = ProtocolSetting::parse("stomp").expect("valid");
+        let p = at_handshake(fixed, &hs("/socket.io/", None)).map(|p| p.name());
+        assert_eq!(p, Some("stomp"));
+        let auto = at_handshake(ProtocolSetting::Auto, &hs("/socket.io/?EIO=4", None));
+        assert_eq!(auto.map(|p| p.name()), Some("socketio"));
     }
 
     #[test]

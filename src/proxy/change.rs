@@ -9,6 +9,8 @@
 use serde::Deserialize;
 
 use crate::config::{ExtensionsMode, HostMode, ProxySpec};
+use crate::protocols::ProtocolSetting;
+use crate::toxics::message_match::CountSpec;
 use crate::toxics::{MatchSpec, ScheduleSpec, ToxicSpec};
 use crate::views::ProxyView;
 use crate::vocab::StreamDir;
@@ -121,6 +123,8 @@ pub struct ProxyPatch {
     pub max_frame_bytes: Option<u64>,
     /// Message limit.
     pub max_message_bytes: Option<u64>,
+    /// `auto` or a protocol profile.
+    pub protocol: Option<ProtocolSetting>,
 }
 
 impl ProxyPatch {
@@ -133,6 +137,7 @@ impl ProxyPatch {
             host: Some(spec.host),
             max_frame_bytes: Some(spec.max_frame_bytes),
             max_message_bytes: Some(spec.max_message_bytes),
+            protocol: Some(spec.protocol),
             ..ProxyPatch::default()
         }
     }
@@ -153,6 +158,7 @@ impl ProxyPatch {
         set(&mut spec.host, &self.host);
         set(&mut spec.max_frame_bytes, &self.max_frame_bytes);
         set(&mut spec.max_message_bytes, &self.max_message_bytes);
+        set(&mut spec.protocol, &self.protocol);
         Ok(spec)
     }
 }
@@ -179,6 +185,8 @@ pub struct ToxicPatch {
     pub matcher: Option<MatchSpec>,
     /// New `schedule`.
     pub schedule: Option<ScheduleSpec>,
+    /// New `count`.
+    pub count: Option<CountSpec>,
 }
 
 impl ToxicPatch {
@@ -202,6 +210,9 @@ impl ToxicPatch {
         }
         if self.schedule.is_some() {
             spec.schedule = self.schedule.clone();
+        }
+        if self.count.is_some() {
+            spec.count = self.count.clone();
         }
         Ok(spec)
     }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
+use crate::protocols::{Profile, ProfileSlot};
 pub use crate::vocab::Activity;
 use crate::vocab::{CutMode, StreamDir};
 
@@ -47,6 +48,9 @@ pub struct ConnShared {
     pub path: String,
     /// Negotiated subprotocol.
     pub subprotocol: Option<String>,
+    /// The application protocol profile (decided at the handshake, or on
+    /// the first client message).
+    pub profile: ProfileSlot,
     /// When the upgrade completed.
     pub opened_at: Instant,
     /// Activity clock.
@@ -71,6 +75,7 @@ impl ConnShared {
         client: SocketAddr,
         path: String,
         subprotocol: Option<String>,
+        profile: Option<&'static dyn Profile>,
     ) -> ConnShared {
         let opened_at = Instant::now();
         ConnShared {
@@ -78,6 +83,7 @@ impl ConnShared {
             client,
             path,
             subprotocol,
+            profile: ProfileSlot::new(profile),
             opened_at,
             activity: Activity::new(opened_at),
             counters: Default::default(),

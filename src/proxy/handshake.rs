@@ -398,11 +398,19 @@ async fn upgrade(
         });
     // Registered before the 101 goes back: a client that has its 101 finds
     // its connection in the admin API's list (and can end it).
+    let profile = crate::protocols::at_handshake(
+        settings.spec.protocol,
+        &crate::protocols::Handshake {
+            path_and_query: &facts.path,
+            subprotocol: facts.subprotocol.as_deref(),
+        },
+    );
     let conn = Arc::new(ConnShared::new(
         ordinal,
         peer,
         facts.path.clone(),
         facts.subprotocol.clone(),
+        profile,
     ));
     proxy.register(conn.clone());
     let span = tracing::Span::current();

@@ -219,6 +219,7 @@ impl Server {
                     client: c.client.to_string(),
                     path: c.path.clone(),
                     subprotocol: c.subprotocol.clone(),
+                    protocol: c.profile.get().name().to_string(),
                     age_ms: now.saturating_duration_since(c.opened_at).as_millis() as u64,
                     upstream: stream(StreamDir::Upstream),
                     downstream: stream(StreamDir::Downstream),

@@ -48,6 +48,7 @@ impl ProxySettings {
             host: spec.host,
             max_frame_bytes: spec.max_frame_bytes,
             max_message_bytes: spec.max_message_bytes,
+            protocol: spec.protocol,
         }
     }
 }

@@ -167,7 +167,7 @@ impl MessageMatchSpec {
         let regex = match &self.regex {
             Some(text) => Some(regex::Regex::new(text).map_err(|err| MatchError {
                 field: "match.message.regex",
-                message: format!("{text:?} is not a valid regex: {err}"),
+                message: format!("{text:?} is not a valid regex: {}", one_line(&err)),
             })?),
             None => None,
         };
@@ -200,6 +200,19 @@ impl MessageMatchSpec {
             json: self.json.clone(),
         })
     }
+}
+
+/// The regex crate's message on one line: its last line says what is wrong
+/// ("unclosed group"), the lines above draw a caret under the pattern.
+fn one_line(err: &regex::Error) -> String {
+    let text = err.to_string();
+    let what = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(&text)
+        .trim();
+    what.strip_prefix("error: ").unwrap_or(what).to_string()
 }
 
 impl MessageMatcher {

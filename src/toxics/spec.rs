@@ -203,20 +203,24 @@ impl ToxicSpec {
             } else {
                 "count"
             };
-            return Err(err(
-                field,
-                format!(
-                    "{field} is not allowed on a {} toxic: it does not act on messages (timeout, reset_peer, limit_data, bandwidth, slow_close, stall, idle_timeout and the handshake toxics act on bytes, time or the upgrade)",
-                    self.kind
-                ),
-            ));
+            // The key itself should not be there: point at it.
+            return Err(ToxicError {
+                unknown_key: true,
+                ..err(
+                    field,
+                    format!(
+                        "{field} is not allowed on a {} toxic: it does not act on messages (timeout, reset_peer, limit_data, bandwidth, slow_close, stall, idle_timeout and the handshake toxics act on bytes, time or the upgrade)",
+                        self.kind
+                    ),
+                )
+            });
         }
         let matcher = match message {
-            Some(spec) => Some(spec.compile().map_err(|e| err(e.field, e.message))?),
+            Some(spec) => Some(spec.compile().map_err(|e| err(e.field, e.to_string()))?),
             None => None,
         };
         if let Some(count) = &self.count {
-            count.validate().map_err(|e| err(e.field, e.message))?;
+            count.validate().map_err(|e| err(e.field, e.to_string()))?;
         }
         let selector = (matcher.is_some() || self.count.is_some()).then(|| Selector {
             matcher,
