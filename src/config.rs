@@ -638,4 +638,22 @@ mod tests {
             Some((10, 3, Some(5)))
         );
     }
+
+    #[test]
+    fn every_shipped_scenario_loads() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("faults");
+        let mut loaded = 0;
+        for dir in [root.clone(), root.join("apps")] {
+            let entries = std::fs::read_dir(&dir).expect("faults/ is readable");
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    let config = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                    assert!(!config.proxies.is_empty(), "{}", path.display());
+                    loaded += 1;
+                }
+            }
+        }
+        assert!(loaded >= 18, "only {loaded} scenarios found");
+    }
 }
