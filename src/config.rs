@@ -1,4 +1,4 @@
-//! Proxy specs and the YAML config file (SPEC §4).
+//! Proxy specs and the YAML config file (docs/reference.md#yaml-config-file).
 //!
 //! Unknown keys, unknown toxic types, out-of-range values and missing
 //! attributes are errors reported as `FILE:LINE:COL: message`.

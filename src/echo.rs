@@ -1,4 +1,4 @@
-//! `wsfault echo`: the reference WebSocket backend (SPEC §7).
+//! `wsfault echo`: the reference WebSocket backend (docs/reference.md#wsfault-echo-and-the-resume-protocol).
 //!
 //! Two behaviours share one port:
 //!
@@ -37,7 +37,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-/// Messages retained per resume session for replay (SPEC §7: at least 10 000).
+/// Messages retained per resume session for replay (docs/reference.md#resume-protocol: at least 10 000).
 pub const RETAINED_MESSAGES: usize = 10_000;
 /// A resume session without a live connection is dropped after this long.
 pub const SESSION_IDLE: Duration = Duration::from_secs(300);

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §6).
+//! Prometheus metrics (docs/reference.md#metrics).
 //!
 //! One [`Metrics`] per running server, each with its own registry (so tests
 //! can run many servers in one process). Label values are resolved once per

@@ -1,4 +1,4 @@
-//! The admin API (SPEC §5): Toxiproxy 2.x's paths, bodies and status codes,
+//! The admin API (docs/reference.md#admin-api): Toxiproxy 2.x's paths, bodies and status codes,
 //! our extra endpoints, security, and bad input.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The real docker-compose stack (SPEC §11): `docker-compose.yml` with the
+//! The real docker-compose stack (docs/reference.md#docker-image-compose-stack-and-ci): `docker-compose.yml` with the
 //! image built from this test's own binary through
 //! `docker/Dockerfile.prebuilt`, from an empty engine too (the base image is
 //! built with `docker/build-base-image.sh` when it is missing, which takes
@@ -256,7 +256,7 @@ fn build_image(cli: Vec<String>) -> Env {
     );
     assert!(build.ok(), "compose build: {}", build.both());
     eprintln!("image {} built in {:.1?}", env.image, t.elapsed());
-    // SPEC §11: the image runs as non-root with wsfault as its entrypoint.
+    // docs/reference.md#docker-image-compose-stack-and-ci: the image runs as non-root with wsfault as its entrypoint.
     assert_eq!(inspect(&env.image, "{{.Config.User}}"), "10001:10001");
     assert_eq!(
         inspect(&env.image, "{{json .Config.Entrypoint}}"),

@@ -1,4 +1,4 @@
-//! `wsfault demo --scenario faults/X.yaml` (SPEC §10) for every scenario in
+//! `wsfault demo --scenario faults/X.yaml` (docs/reference.md#wsfault-demo) for every scenario in
 //! `faults/`, with the real binary: echo backend, proxy with the scenario's
 //! toxics, load client in resume mode with reconnect, one toxic flipped
 //! halfway. The verdict must pass with nothing lost, duplicated or
@@ -31,7 +31,7 @@ const LONGER: &[(&str, &str, &str)] = &[(
 /// verdict table that shows the failure, and why. The test asserts exactly
 /// that failure, and fails once the scenario passes so that the entry gets
 /// removed. Both are bugs of the load client (src/load/client.rs), not of
-/// the scenarios: each scenario is valid per SPEC §3 and its fault is one
+/// the scenarios: each scenario is valid per docs/reference.md#proxies-and-toxics and its fault is one
 /// a resume-protocol client must survive.
 const KNOWN_FAILING: &[(&str, &str, &str)] = &[];
 

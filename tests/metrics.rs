@@ -1,4 +1,4 @@
-//! Metrics (SPEC §6): the exposition passes `promtool check metrics`, the
+//! Metrics (docs/reference.md#metrics): the exposition passes `promtool check metrics`, the
 //! counters agree with the traffic, every toxic action is counted, and a
 //! real Prometheus server scrapes the admin listener.
 

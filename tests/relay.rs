@@ -1,4 +1,4 @@
-//! Pass-through: with no toxics the proxy is invisible (SPEC §2).
+//! Pass-through: with no toxics the proxy is invisible (docs/reference.md#wsfault-proxy).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Every toxic observed from outside, over real sockets (SPEC §3).
+//! Every toxic observed from outside, over real sockets (docs/reference.md#proxies-and-toxics).
 //!
 //! Each test drives a raw WebSocket peer (or a real client) through an
 //! in-process proxy and checks what reaches the wire: timings within

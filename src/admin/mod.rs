@@ -1,5 +1,5 @@
 //! The admin HTTP API: Toxiproxy 2.x's paths, bodies and status codes, plus
-//! `/healthz`, `/metrics` and the connections endpoints (SPEC §5). Change
+//! `/healthz`, `/metrics` and the connections endpoints (docs/reference.md#admin-api). Change
 //! routes turn JSON into a typed [`Change`] and answer with what
 //! [`Server::apply`] left behind.
 //!

@@ -1,4 +1,4 @@
-//! `wsfault demo`: the whole chaos loop in one process (SPEC §10).
+//! `wsfault demo`: the whole chaos loop in one process (docs/reference.md#wsfault-demo).
 //!
 //! Starts `wsfault echo` and a proxy on free loopback ports, applies a
 //! scenario's toxics (a built-in mobile-network one by default), runs the

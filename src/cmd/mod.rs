@@ -2,7 +2,7 @@
 //! signals and exit codes. One file per subcommand; each parses its flags,
 //! builds the library's typed configuration and calls into the library
 //! (`proxy`, `admin`, `echo`, `load`, `ctl`). Nothing below imports this.
-//! Exit codes follow SPEC §1:
+//! Exit codes follow docs/reference.md#exit-status:
 //! 0 success, 1 failed verdict / refused by the server, 2 bad usage or config.
 
 pub mod ctl;

@@ -1,5 +1,5 @@
 //! `wsfault ctl`: a command-line client of the admin API, with the verbs of
-//! `toxiproxy-cli` (SPEC §9). The flags are in [`crate::cmd::ctl`]; here:
+//! `toxiproxy-cli` (docs/reference.md#wsfault-ctl). The flags are in [`crate::cmd::ctl`]; here:
 //!
 //! * [`client`]: the HTTP client, one typed method per request;
 //! * [`render`]: tables, `--json` passthrough, attribute formatting;

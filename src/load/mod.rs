@@ -1,4 +1,4 @@
-//! `wsfault load`: the validating load client (SPEC §8).
+//! `wsfault load`: the validating load client (docs/reference.md#wsfault-load).
 //!
 //! Library use (the demo and the benchmarks):
 //!
@@ -55,7 +55,7 @@ pub enum Mode {
     /// Binary messages to any echo server; echoes checked per connection.
     #[default]
     Echo,
-    /// The resume protocol of `wsfault echo` (SPEC §7): exactly-once, in order, across reconnects.
+    /// The resume protocol of `wsfault echo` (docs/reference.md#wsfault-echo-and-the-resume-protocol): exactly-once, in order, across reconnects.
     Resume,
 }
 
