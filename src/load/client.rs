@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use super::live::LiveStats;
+use super::live::{new_histogram, LiveStats};
 use super::Mode;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -183,12 +183,6 @@ impl LatencyShards {
         }
         total
     }
-}
-
-/// An auto-resizing histogram with 3 significant figures.
-pub(crate) fn new_histogram() -> Histogram<u64> {
-    #[allow(clippy::expect_used)]
-    Histogram::<u64>::new(3).expect("hdrhistogram accepts 3 significant figures")
 }
 
 /// Per-slot bookkeeping around [`SlotResult`].

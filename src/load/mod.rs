@@ -441,7 +441,7 @@ impl Aggregate {
 }
 
 fn ms(us: u64) -> f64 {
-    slo::round3(us as f64 / 1000.0)
+    report::round3(us as f64 / 1000.0)
 }
 
 fn build_report(
@@ -476,7 +476,7 @@ fn build_report(
         pass: false,
         mode: cfg.mode.as_str().to_string(),
         url: cfg.url.clone(),
-        duration_s: slo::round3(duration_s),
+        duration_s: report::round3(duration_s),
         connections: report::ConnectionCounts {
             attempted: t.attempted,
             succeeded: t.succeeded,
@@ -508,10 +508,10 @@ fn build_report(
             mean: if agg.latency.is_empty() {
                 0.0
             } else {
-                slo::round3(agg.latency.mean() / 1000.0)
+                report::round3(agg.latency.mean() / 1000.0)
             },
         },
-        throughput_mps: slo::round3(t.received as f64 / duration_s.max(1e-3)),
+        throughput_mps: report::round3(t.received as f64 / duration_s.max(1e-3)),
         reconnect_ms: report::ReconnectMs {
             p50: q(&agg.reconnect, 0.5),
             p99: q(&agg.reconnect, 0.99),
@@ -526,7 +526,7 @@ fn build_report(
             percent: if ops == 0 {
                 0.0
             } else {
-                slo::round3(error_count as f64 * 100.0 / ops as f64)
+                report::round3(error_count as f64 * 100.0 / ops as f64)
             },
             samples,
         },
