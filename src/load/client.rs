@@ -1277,8 +1277,8 @@ impl BitSet {
 /// The client's WebSocket limits (as the echo server's).
 fn client_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(crate::echo::MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(crate::echo::MAX_FRAME_BYTES))
+        .max_message_size(Some(crate::resume_wire::MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(crate::resume_wire::MAX_FRAME_BYTES))
         .read_buffer_size(16 * 1024)
         .write_buffer_size(16 * 1024)
 }

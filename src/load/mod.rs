@@ -211,13 +211,13 @@ impl LoadConfig {
                 ));
             }
         }
-        if self.message_bytes > crate::echo::MAX_MESSAGE_BYTES {
+        if self.message_bytes > crate::resume_wire::MAX_MESSAGE_BYTES {
             return Err(invalid(
                 "--message-bytes",
                 format!(
                     "`{}` is larger than the {} byte message limit",
                     self.message_bytes,
-                    crate::echo::MAX_MESSAGE_BYTES
+                    crate::resume_wire::MAX_MESSAGE_BYTES
                 ),
             ));
         }
