@@ -96,6 +96,19 @@ pub struct MessageCounts {
     pub resent: u64,
 }
 
+impl MessageCounts {
+    /// Adds every count of `other` (merging connections and slots).
+    pub(crate) fn add(&mut self, other: &MessageCounts) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.corrupted += other.corrupted;
+        self.resent += other.resent;
+    }
+}
+
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
