@@ -11,24 +11,44 @@
 //! of the report. `super::resume` drives it from a socket; the tests below
 //! drive it from scripts.
 //!
-//! Echoes are delivered in `seq` order; one that arrives ahead of a gap
-//! waits in a buffer, and the gap is asked for with a `hello` whose `ack`
-//! is the end of the gap-free prefix. Hellos in flight are queued; a
-//! welcome answers the oldest, and its replay window `(ack, next)` tells
-//! replayed copies from duplicates. Messages wait in `unacked` until their
-//! echo is delivered, and are resent after a reconnect or when late.
+//! ## How it recovers
 //!
-//! The file is over 600 lines because of its tests: the scripted server
+//! * Echoes are delivered in `seq` order; one that arrives ahead of a gap
+//!   waits in a buffer. A gap seen on a live echo is asked for at once with a
+//!   `hello` whose `ack` is the end of the gap-free prefix.
+//! * The server answers a `hello` with `welcome` (`next`) and then replays,
+//!   in order, every retained echo with `seq > ack`, before any live echo.
+//!   Every `ack` we send is below `expected`, so the replay after any
+//!   welcome with `next > expected` must contain `expected`: an echo beyond
+//!   it arriving first means this replay missed it ("a miss"). The gap is
+//!   asked for again `resend_after` later; after [`GAP_MISSES_TO_GIVE_UP`]
+//!   misses in a row the server is taken not to have it, the gap is skipped,
+//!   and a late copy counts as reordered.
+//! * A `hello` is in flight from when it is sent until any `welcome`
+//!   arrives; while one is, no other goes out, unless it is older than the
+//!   hello timeout (then it or its welcome is presumed lost).
+//! * Messages wait in `unacked` until their echo is delivered. All of them
+//!   are sent again after each new connection's welcome; one whose echo is
+//!   late (`resend_after`, doubling per try up to 4 × or [`MAX_RESEND_DELAY`])
+//!   is sent again together with a `hello`, so that an echo lost on the way
+//!   back is replayed (the server ignores the repeated `cseq`).
+//! * Exactly-once is counted by `cseq`: a second delivery of a `cseq` is a
+//!   duplicate, and so is a second, different message under one `seq`.
+//!   Byte-identical copies of a `seq` (replays, transport duplicates) are
+//!   discarded, as the protocol does.
+//!
+//! The file is over 600 lines because its tests are: the scripted server
 //! sequences sit beside the machine they pin down.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::report::MessageCounts;
 use crate::resume_wire::Body;
 
-/// Replays that must skip a seq before it is given up on.
+/// Misses in a row (replays that skip the first missing `seq`) before a gap
+/// is given up.
 pub(crate) const GAP_MISSES_TO_GIVE_UP: u32 = 5;
 /// The longest wait between resends of one `msg`.
 pub(crate) const MAX_RESEND_DELAY: Duration = Duration::from_secs(4);
@@ -36,7 +56,7 @@ pub(crate) const MAX_RESEND_DELAY: Duration = Duration::from_secs(4);
 pub(crate) const MAX_RESENDS_PER_TICK: usize = 1024;
 /// How many delivered seqs remember their cseq (see `seq_cseq`).
 const SEQ_MEMORY: usize = 100_000;
-/// How many skipped seqs are remembered.
+/// How many skipped seqs and duplicate (seq, cseq) pairs are remembered.
 const MAX_REMEMBERED: usize = 100_000;
 
 /// What the machine asks its driver to do, in order.
@@ -71,21 +91,13 @@ struct Buffered {
     body_ok: bool,
 }
 
-/// A `hello` sent on the current connection and not yet answered.
-struct HelloSent {
-    ack: u64,
-    at: Instant,
-}
-
-/// The replay announced by the last welcome: seqs in `(ack, next)`.
+/// The first missing seq (`expected`) while echoes wait behind it.
 #[derive(Clone, Copy)]
-struct Window {
-    ack: u64,
-    next: u64,
-    /// The highest replayed seq seen so far (the replay comes in order).
-    last: u64,
-    /// Whether this replay was already found to skip `expected`.
-    missed: bool,
+struct Gap {
+    /// When it was last asked for (or found).
+    asked: Instant,
+    /// Replays in a row that skipped it.
+    misses: u32,
 }
 
 /// What belongs to one connection.
@@ -93,11 +105,11 @@ struct Window {
 struct Conn {
     /// A welcome arrived on this connection.
     ready: bool,
-    /// Hellos awaiting their welcome, oldest first. The server answers in
-    /// order, so a welcome belongs to the oldest; a hello presumed lost stays
-    /// queued (its replay may still come) until it is pruned.
-    hellos: VecDeque<HelloSent>,
-    window: Option<Window>,
+    /// When the last `hello` went out, until a `welcome` arrives.
+    hello_out: Option<Instant>,
+    /// The `next` of the last welcome while its replay should still bring
+    /// `expected` (which is then below it).
+    replay_next: Option<u64>,
 }
 
 /// One slot's resume-protocol client state (see the module docs).
@@ -118,9 +130,10 @@ pub(crate) struct ResumeState {
     /// The cseq each delivered seq carried (the most recent ones), so that a
     /// copy of a seq is told from a different message under the same seq.
     seq_cseq: BTreeMap<u64, u64>,
-    gap_since: Option<Instant>,
-    /// Replays that skipped the current `expected`.
-    gap_misses: u32,
+    /// (seq, cseq) pairs already counted as duplicates, so that replays of a
+    /// server's reused seq count once.
+    conflicts: BTreeSet<(u64, u64)>,
+    gap: Option<Gap>,
     conn: Conn,
     counts: MessageCounts,
     /// A body, built to check an echo against.
@@ -144,8 +157,8 @@ impl ResumeState {
             buffer: BTreeMap::new(),
             skipped: BTreeSet::new(),
             seq_cseq: BTreeMap::new(),
-            gap_since: None,
-            gap_misses: 0,
+            conflicts: BTreeSet::new(),
+            gap: None,
             conn: Conn::default(),
             counts: MessageCounts::default(),
             scratch: String::new(),
@@ -185,15 +198,8 @@ impl ResumeState {
     /// A `welcome`. Returns true when it is the connection's first, which
     /// makes the connection usable and resends every unacknowledged message.
     pub fn on_welcome(&mut self, next: u64, now: Instant, out: &mut Vec<Action>) -> bool {
-        // A welcome we cannot match (its hello was pruned): tolerate the
-        // whole replay.
-        let ack = self.conn.hellos.pop_front().map(|h| h.ack).unwrap_or(0);
-        self.conn.window = Some(Window {
-            ack,
-            next,
-            last: ack,
-            missed: false,
-        });
+        self.conn.hello_out = None;
+        self.conn.replay_next = (self.expected < next).then_some(next);
         if self.conn.ready {
             return false;
         }
@@ -234,60 +240,48 @@ impl ResumeState {
     ) {
         let body_ok = self.body_matches(cseq, body);
         if seq < self.expected {
-            if self.replay_copy(seq) {
-                return;
-            }
             if self.skipped.remove(&seq) {
                 self.counts.reordered += 1;
                 self.deliver_seq(seq, cseq, body_ok, now, out);
-            } else if self.seq_cseq.get(&seq) != Some(&cseq) {
-                // Not a copy of what that seq carried: the server reused it.
-                self.counts.duplicated += 1;
+            } else {
+                let held = self.seq_cseq.get(&seq).copied();
+                self.check_copy(held, seq, cseq);
             }
             return;
         }
-        let window_hit = match self.conn.window.as_mut() {
-            Some(w) if seq > w.ack && seq < w.next => {
-                w.last = w.last.max(seq);
-                true
-            }
-            _ => false,
-        };
+        let missed = self.replay_missed(seq);
         if seq == self.expected {
             self.deliver_seq(seq, cseq, body_ok, now, out);
             self.expected += 1;
-            self.gap_misses = 0;
             self.drain_buffer(now, out);
             return;
         }
-        if let Some(b) = self.buffer.get(&seq) {
-            let provisional = self.conn.hellos.front().is_some_and(|h| seq > h.ack);
-            if !window_hit && !provisional && b.cseq != cseq {
-                self.counts.duplicated += 1;
+        match self.buffer.get(&seq) {
+            Some(b) => {
+                let held = b.cseq;
+                self.check_copy(Some(held), seq, cseq);
+            }
+            None => {
+                self.buffer.insert(seq, Buffered { cseq, body_ok });
+            }
+        }
+        if missed {
+            let gap = self.gap.get_or_insert(Gap {
+                asked: now,
+                misses: 0,
+            });
+            gap.misses += 1;
+            gap.asked = now;
+            if gap.misses >= GAP_MISSES_TO_GIVE_UP {
+                self.give_up(now, out);
             }
             return;
         }
-        self.buffer.insert(seq, Buffered { cseq, body_ok });
-        // Did the last welcome's replay pass over `expected`? Messages can be
-        // lost on the way, so only after a few such replays is the server
-        // taken not to have it, and the gap given up.
-        if self.conn.hellos.is_empty() {
-            if let Some(w) = self.conn.window.as_mut() {
-                if !w.missed && w.ack < self.expected && self.expected < w.next {
-                    w.missed = true;
-                    self.gap_misses += 1;
-                    if self.gap_misses >= GAP_MISSES_TO_GIVE_UP {
-                        self.give_up(now, out);
-                        return;
-                    }
-                    // Resync again after `resend_after` (tick).
-                    self.gap_since = Some(now);
-                    return;
-                }
-            }
-        }
-        if self.gap_since.is_none() {
-            self.gap_since = Some(now);
+        if self.gap.is_none() {
+            self.gap = Some(Gap {
+                asked: now,
+                misses: 0,
+            });
             if self.may_send_hello(now) {
                 self.send_hello(now, out);
             }
@@ -296,7 +290,6 @@ impl ResumeState {
 
     /// The 100 ms timer: asks for a gap again, resends late messages.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        self.prune(now);
         if !self.may_send_hello(now) {
             return;
         }
@@ -307,8 +300,8 @@ impl ResumeState {
         }
         let resend_after = self.resend_after;
         let gap_due = self
-            .gap_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= resend_after);
+            .gap
+            .is_some_and(|g| now.saturating_duration_since(g.asked) >= resend_after);
         let late = |p: &Pending| {
             now.saturating_duration_since(p.sent_at) >= resend_delay(resend_after, p.tries)
         };
@@ -316,9 +309,6 @@ impl ResumeState {
             return;
         }
         self.send_hello(now, out);
-        if gap_due {
-            self.gap_since = Some(now);
-        }
         let mut resent = 0;
         for (&cseq, p) in self.unacked.iter_mut() {
             if resent >= MAX_RESENDS_PER_TICK {
@@ -356,42 +346,50 @@ impl ResumeState {
     }
 
     fn send_hello(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let ack = self.ack();
-        out.push(Action::Hello { ack });
-        self.conn.hellos.push_back(HelloSent { ack, at: now });
+        out.push(Action::Hello { ack: self.ack() });
+        self.conn.hello_out = Some(now);
+        if let Some(g) = self.gap.as_mut() {
+            g.asked = now;
+        }
     }
 
-    /// A new hello may go out: none pending, or the newest is overdue.
+    /// No hello in flight, or the one in flight is presumed lost.
     fn may_send_hello(&self, now: Instant) -> bool {
         self.conn
-            .hellos
-            .back()
-            .is_none_or(|h| now.saturating_duration_since(h.at) >= self.hello_timeout)
+            .hello_out
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.hello_timeout)
     }
 
-    /// Forgets hellos that surely went unanswered.
-    fn prune(&mut self, now: Instant) {
-        let limit = self.hello_timeout * 2;
-        while self
-            .conn
-            .hellos
-            .front()
-            .is_some_and(|h| now.saturating_duration_since(h.at) >= limit)
-        {
-            self.conn.hellos.pop_front();
+    /// Whether `seq` (not below `expected`) shows that the last welcome's
+    /// replay went past `expected` without it; then that replay is done with.
+    fn replay_missed(&mut self, seq: u64) -> bool {
+        let Some(next) = self.conn.replay_next else {
+            return false;
+        };
+        if self.expected >= next {
+            self.conn.replay_next = None;
+            return false;
         }
+        if seq > self.expected {
+            self.conn.replay_next = None;
+            return true;
+        }
+        false
     }
 
-    /// `seq` may be a replayed copy: a welcome window not yet past it, or
-    /// the replay of a hello still unanswered.
-    fn replay_copy(&mut self, seq: u64) -> bool {
-        if let Some(w) = self.conn.window.as_mut() {
-            if seq > w.ack && seq < w.next && seq > w.last {
-                w.last = seq;
-                return true;
+    /// A second echo under `seq`, whose first carried `held` (`None`: too
+    /// long ago to remember). A different cseq is a duplicate, counted once.
+    fn check_copy(&mut self, held: Option<u64>, seq: u64, cseq: u64) {
+        match held {
+            Some(first) if first != cseq => {
+                let new =
+                    self.conflicts.len() >= MAX_REMEMBERED || self.conflicts.insert((seq, cseq));
+                if new {
+                    self.counts.duplicated += 1;
+                }
             }
+            _ => {}
         }
-        self.conn.hellos.front().is_some_and(|h| seq > h.ack)
     }
 
     fn drain_buffer(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -399,7 +397,10 @@ impl ResumeState {
             self.deliver_seq(self.expected, b.cseq, b.body_ok, now, out);
             self.expected += 1;
         }
-        self.gap_since = (!self.buffer.is_empty()).then_some(now);
+        self.gap = (!self.buffer.is_empty()).then_some(Gap {
+            asked: now,
+            misses: 0,
+        });
     }
 
     /// Skips the missing seqs before the first buffered one.
@@ -413,7 +414,6 @@ impl ResumeState {
             }
         }
         self.expected = self.expected.max(first);
-        self.gap_misses = 0;
         self.drain_buffer(now, out);
     }
 
@@ -683,6 +683,64 @@ mod tests {
         assert_eq!(s.finish(), (3, 0, 0, 0, 0));
     }
 
+    /// The cause of the `resume_mode_is_exactly_once_through_message_loss`
+    /// flake. Welcomes were matched to hellos first in, first out: after a
+    /// lost hello, each welcome was taken for the answer to the hello before
+    /// it, so the newest hello always looked unanswered and every later ask
+    /// waited the 2 s hello timeout instead of `resend_after` (300 ms) — for
+    /// the rest of the connection. A gap got one try every 2 s and 8 s of
+    /// drain was sometimes not enough. Here the ask comes at 2 500 ms; the
+    /// old client sent it at 4 100 ms.
+    #[test]
+    fn after_a_lost_hello_a_missed_replay_is_asked_again_after_resend_after() {
+        let mut s = Script::ready_with(3);
+        s.at(10);
+        s.echo(&[1]);
+        assert_eq!(s.echo(&[3]), vec![hello(1)]); // lost
+        assert_eq!(
+            s.ticks_until(2100),
+            vec![(2100, vec![hello(1), msg(2), msg(3)])]
+        );
+        s.at(2110);
+        s.welcome(4);
+        // The replay loses 2 again: the copy of 3 shows it went past.
+        assert_eq!(s.echo(&[3]), vec![]);
+        assert_eq!(s.ticks_until(2500), vec![(2500, vec![hello(1)])]);
+        s.at(2510);
+        s.welcome(4);
+        assert_eq!(latencies(&s.echo(&[2, 3])), 2);
+        assert_eq!(s.finish(), (3, 0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_missed_replay_in_the_drain_is_asked_again_without_a_live_echo() {
+        // No new message will come to show that a replay skipped 2: the
+        // replayed copy of 3 does.
+        let mut s = Script::ready_with(3);
+        s.at(10);
+        s.echo(&[1]);
+        assert_eq!(s.echo(&[3]), vec![hello(1)]);
+        // Message 2's own resends (with a hello) are due 300, 600 and 1200 ms
+        // apart; the gap is asked for within 300 ms (+ a tick) of each miss.
+        let want = [
+            (400, vec![hello(1), msg(2), msg(3)]),
+            (800, vec![hello(1)]),
+            (1000, vec![hello(1), msg(2), msg(3)]),
+            (1600, vec![hello(1)]),
+        ];
+        for (round, want) in want.into_iter().enumerate() {
+            let t = 20 + 400 * round as u64;
+            s.at(t);
+            s.welcome(4);
+            assert_eq!(s.echo(&[3]), vec![], "the replay of round {round}");
+            assert_eq!(s.ticks_until(t + 400), vec![want], "round {round}");
+        }
+        s.at(1700);
+        s.welcome(4);
+        assert_eq!(latencies(&s.echo(&[2])), 2);
+        assert_eq!(s.finish(), (3, 0, 0, 0, 0));
+    }
+
     #[test]
     fn a_lost_welcome_whose_replay_arrives_still_fills_the_gap() {
         let mut s = Script::ready_with(3);
@@ -754,6 +812,24 @@ mod tests {
     }
 
     #[test]
+    fn copies_are_dropped_and_second_messages_under_a_seq_are_duplicates() {
+        let mut s = Script::ready_with(4);
+        s.at(10);
+        s.echo(&[1, 2]);
+        // A transport copy of seq 2: the protocol discards it.
+        assert_eq!(s.echo(&[2]), vec![]);
+        // The server gives cseq 1 a second seq: delivered twice.
+        s.echo_as(3, 1);
+        // ...and reuses seq 3 for cseq 3 (a second message under one seq),
+        // then replays both; each wrong pairing counts once.
+        s.echo_as(3, 3);
+        s.echo_as(3, 1);
+        s.echo_as(3, 3);
+        s.echo_as(4, 4);
+        assert_eq!(s.finish(), (3, 2, 0, 0, 1));
+    }
+
+    #[test]
     fn a_duplicate_ahead_of_a_gap_counts_once() {
         let mut s = Script::ready_with(4);
         s.at(10);
@@ -807,6 +883,34 @@ mod tests {
         assert_eq!(s.echo(&[2, 3]), vec![]);
         assert_eq!(s.ticks_until(3000), vec![]);
         assert_eq!(s.finish(), (3, 0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_seq_the_server_never_replays_is_given_up_and_a_late_copy_is_reordered() {
+        let mut s = Script::ready_with(3);
+        s.at(10);
+        s.echo(&[1]);
+        assert_eq!(s.echo(&[3]), vec![hello(1)]);
+        let mut t = 10;
+        for miss in 1..=GAP_MISSES_TO_GIVE_UP {
+            t += 1;
+            s.at(t);
+            s.welcome(4);
+            let delivered = latencies(&s.echo(&[3]));
+            if miss < GAP_MISSES_TO_GIVE_UP {
+                assert_eq!(delivered, 0, "miss {miss}");
+                let asks = s.ticks_until(t + 400);
+                assert!(asks.iter().any(|(_, a)| a[0] == hello(1)), "{asks:?}");
+                t += 400;
+            } else {
+                // Given up: 3 is delivered, 2 stays asked for.
+                assert_eq!(delivered, 1);
+            }
+        }
+        assert_eq!(s.rs.ack(), 1);
+        // 2 turns up after all: reordered, not lost.
+        assert_eq!(latencies(&s.echo(&[2])), 1);
+        assert_eq!(s.finish(), (3, 0, 1, 0, 0));
     }
 
     #[test]
