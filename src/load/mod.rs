@@ -141,7 +141,8 @@ pub struct LoadConfig {
     /// How long to wait for outstanding echoes after sending stops
     /// (`None`: 2 s in echo mode, 5 s in resume mode).
     pub drain: Option<Duration>,
-    /// Resume mode: resend a message (and resync) when its echo is this late.
+    /// Resume mode: resend a message (and resync) when its echo is this
+    /// late; a `hello` without an answer is sent again after twice this.
     pub resend_after: Duration,
     /// Connection handshakes in flight at once.
     pub max_concurrent_handshakes: usize,

@@ -25,8 +25,11 @@
 //!   misses in a row the server is taken not to have it, the gap is skipped,
 //!   and a late copy counts as reordered.
 //! * A `hello` is in flight from when it is sent until any `welcome`
-//!   arrives; while one is, no other goes out, unless it is older than the
-//!   hello timeout (then it or its welcome is presumed lost).
+//!   arrives, or a replayed copy (an echo already here): then the server has
+//!   answered and only the welcome was lost, which counts as a welcome with
+//!   an unknown `next`. While a hello is in flight no other goes out, unless
+//!   it is older than the hello timeout, twice `resend_after` (then it or
+//!   everything it brought back is presumed lost).
 //! * Messages wait in `unacked` until their echo is delivered. All of them
 //!   are sent again after each new connection's welcome; one whose echo is
 //!   late (`resend_after`, doubling per try up to 4 × or [`MAX_RESEND_DELAY`])
@@ -149,7 +152,7 @@ impl ResumeState {
             slot,
             body_len: message_bytes.saturating_sub(40).max(16),
             resend_after,
-            hello_timeout: (resend_after * 2).max(Duration::from_secs(2)),
+            hello_timeout: resend_after.saturating_mul(2),
             next_cseq: 1,
             unacked: BTreeMap::new(),
             delivered: BitSet::default(),
@@ -239,6 +242,14 @@ impl ResumeState {
         out: &mut Vec<Action>,
     ) {
         let body_ok = self.body_matches(cseq, body);
+        let copy = seq < self.expected || self.buffer.contains_key(&seq);
+        if copy && self.conn.ready && self.conn.hello_out.is_some() {
+            // A replay is coming in, so the hello was answered: its welcome
+            // was lost on the way. Go on as after a welcome whose replay
+            // reaches past anything `expected` could be.
+            self.conn.hello_out = None;
+            self.conn.replay_next = Some(u64::MAX);
+        }
         if seq < self.expected {
             if self.skipped.remove(&seq) {
                 self.counts.reordered += 1;
@@ -669,15 +680,15 @@ mod tests {
         s.at(10);
         s.echo(&[1]);
         assert_eq!(s.echo(&[3]), vec![hello(1)]);
-        // That hello never arrives. Nothing goes out until the 2 s hello
-        // timeout, not even the resends; then the hello and every message
-        // not yet delivered (3 waits behind the gap).
+        // That hello never arrives. Nothing goes out until the hello timeout
+        // (twice resend_after), not even the resends; then the hello and
+        // every message not yet delivered (3 waits behind the gap).
         assert_eq!(
-            s.ticks_until(2100),
-            vec![(2100, vec![hello(1), msg(2), msg(3)])]
+            s.ticks_until(700),
+            vec![(700, vec![hello(1), msg(2), msg(3)])]
         );
         assert_eq!(s.rs.counts().resent, 2);
-        s.at(2105);
+        s.at(705);
         s.welcome(4);
         assert_eq!(latencies(&s.echo(&[2, 3])), 2);
         assert_eq!(s.finish(), (3, 0, 0, 0, 0));
@@ -687,10 +698,10 @@ mod tests {
     /// flake. Welcomes were matched to hellos first in, first out: after a
     /// lost hello, each welcome was taken for the answer to the hello before
     /// it, so the newest hello always looked unanswered and every later ask
-    /// waited the 2 s hello timeout instead of `resend_after` (300 ms) — for
-    /// the rest of the connection. A gap got one try every 2 s and 8 s of
-    /// drain was sometimes not enough. Here the ask comes at 2 500 ms; the
-    /// old client sent it at 4 100 ms.
+    /// waited out the hello timeout instead of `resend_after` — for the rest
+    /// of the connection. Here the ask comes at 1 100 ms; the old logic sent
+    /// it at 1 300 ms, and with its 2 s floor on the hello timeout at
+    /// 4 100 ms instead of 2 500 ms, every round.
     #[test]
     fn after_a_lost_hello_a_missed_replay_is_asked_again_after_resend_after() {
         let mut s = Script::ready_with(3);
@@ -698,18 +709,41 @@ mod tests {
         s.echo(&[1]);
         assert_eq!(s.echo(&[3]), vec![hello(1)]); // lost
         assert_eq!(
-            s.ticks_until(2100),
-            vec![(2100, vec![hello(1), msg(2), msg(3)])]
+            s.ticks_until(700),
+            vec![(700, vec![hello(1), msg(2), msg(3)])]
         );
-        s.at(2110);
+        s.at(710);
         s.welcome(4);
         // The replay loses 2 again: the copy of 3 shows it went past.
         assert_eq!(s.echo(&[3]), vec![]);
-        assert_eq!(s.ticks_until(2500), vec![(2500, vec![hello(1)])]);
-        s.at(2510);
+        assert_eq!(s.ticks_until(1100), vec![(1100, vec![hello(1)])]);
+        s.at(1110);
         s.welcome(4);
         assert_eq!(latencies(&s.echo(&[2, 3])), 2);
         assert_eq!(s.finish(), (3, 0, 0, 0, 0));
+    }
+
+    /// A lost welcome whose replay arrives: the replay shows the hello was
+    /// answered, so a gap it missed is asked again `resend_after` later
+    /// instead of a hello timeout after the hello.
+    #[test]
+    fn a_lost_welcome_is_inferred_from_its_replay() {
+        let mut s = Script::ready_with(4);
+        s.at(10);
+        s.echo(&[1]);
+        assert_eq!(s.echo(&[3]), vec![hello(1)]);
+        s.echo(&[4]);
+        // No welcome; the replay loses 2 again and brings copies of 3 and 4.
+        s.at(12);
+        assert_eq!(s.echo(&[3, 4]), vec![]);
+        assert_eq!(
+            s.ticks_until(400),
+            vec![(400, vec![hello(1), msg(2), msg(3), msg(4)])]
+        );
+        s.at(405);
+        s.welcome(5);
+        assert_eq!(latencies(&s.echo(&[2])), 3);
+        assert_eq!(s.finish(), (4, 0, 0, 0, 0));
     }
 
     #[test]
@@ -763,9 +797,9 @@ mod tests {
         rs.connected(t0, &mut out);
         assert_eq!(out, vec![hello(0)]);
         out.clear();
-        rs.tick(t0 + ms(1900), &mut out);
+        rs.tick(t0 + ms(500), &mut out);
         assert_eq!(out, vec![]);
-        rs.tick(t0 + ms(2000), &mut out);
+        rs.tick(t0 + ms(600), &mut out);
         assert_eq!(out, vec![hello(0)]);
         assert!(!rs.conn.ready);
         out.clear();
