@@ -12,11 +12,13 @@
 //!   per-session increasing `seq`. Sessions live in a shared map, keep the
 //!   last [`RETAINED_MESSAGES`] echoes and are dropped after
 //!   [`SESSION_IDLE`] without a connection. A new `hello` for a session takes
-//!   it over from the connection that held it.
+//!   it over from the connection that held it. The messages are
+//!   [`crate::resume_wire`]'s types, shared with the load client.
 //!
 //! [`serve`] takes an already-bound listener so tests, the demo and the
 //! benchmarks run the real server in-process on `127.0.0.1:0`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -37,14 +38,13 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::resume_wire::{Body, ClientMsg, ServerMsg, WireError};
+pub use crate::resume_wire::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+
 /// Messages retained per resume session for replay (docs/reference.md#resume-protocol: at least 10 000).
 pub const RETAINED_MESSAGES: usize = 10_000;
 /// A resume session without a live connection is dropped after this long.
 pub const SESSION_IDLE: Duration = Duration::from_secs(300);
-/// Largest accepted message (payload bytes), as the proxy's default.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
-/// Largest accepted frame (payload bytes), as the proxy's default.
-pub const MAX_FRAME_BYTES: usize = 16 << 20;
 
 /// Messages handled back to back before the write buffer is flushed.
 const BATCH: usize = 64;
@@ -291,28 +291,15 @@ impl CseqSet {
     }
 }
 
-/// What a client sends in resume mode.
-#[derive(Deserialize)]
-struct Incoming {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    ack: Option<u64>,
-    #[serde(default)]
-    cseq: Option<u64>,
-    #[serde(default)]
-    body: Option<serde_json::Value>,
-}
-
-fn parse_hello(text: &str) -> Option<Incoming> {
+/// The first text message of a connection, when it is a resume `hello`
+/// (the rest of the connection then speaks the resume protocol).
+fn parse_hello(text: &str) -> Option<(Option<Cow<'_, str>>, u64)> {
     let trimmed = text.trim_start();
     if !trimmed.starts_with('{') {
         return None;
     }
-    match serde_json::from_str::<Incoming>(trimmed) {
-        Ok(msg) if msg.kind == "hello" => Some(msg),
+    match ClientMsg::parse(trimmed) {
+        Ok(ClientMsg::Hello { session, ack }) => Some((session, ack)),
         _ => None,
     }
 }
@@ -429,8 +416,8 @@ impl Conn {
                 Message::Text(text) => {
                     if !decided {
                         decided = true;
-                        if let Some(hello) = parse_hello(text.as_str()) {
-                            self.on_hello(ws, hello).await?;
+                        if let Some((session, ack)) = parse_hello(text.as_str()) {
+                            self.on_hello(ws, session, ack).await?;
                         } else {
                             ws.feed(Message::Text(text)).await?;
                         }
@@ -465,30 +452,12 @@ impl Conn {
         ws: &mut WebSocketStream<TcpStream>,
         text: Utf8Bytes,
     ) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
-        let parsed = serde_json::from_str::<Incoming>(text.as_str());
-        let msg = match parsed {
-            Ok(msg) => msg,
-            Err(err) => {
-                let reply = serde_json::json!({
-                    "type": "error",
-                    "error": format!("not a resume-protocol message: {err}"),
-                });
-                ws.feed(Message::Text(reply.to_string().into())).await?;
-                return Ok(true);
-            }
-        };
-        match msg.kind.as_str() {
-            "hello" => {
-                self.on_hello(ws, msg).await?;
+        match ClientMsg::parse(text.as_str()) {
+            Ok(ClientMsg::Hello { session, ack }) => {
+                self.on_hello(ws, session, ack).await?;
                 Ok(true)
             }
-            "msg" => {
-                let Some(cseq) = msg.cseq else {
-                    let reply = serde_json::json!({"type": "error", "error": "msg without cseq"});
-                    ws.feed(Message::Text(reply.to_string().into())).await?;
-                    return Ok(true);
-                };
-                let body = msg.body.unwrap_or(serde_json::Value::Null);
+            Ok(ClientMsg::Msg { cseq, body }) => {
                 match self.assign(cseq, body) {
                     Assigned::Echo(text) => ws.feed(Message::Text(text)).await?,
                     Assigned::Duplicate => {}
@@ -496,22 +465,30 @@ impl Conn {
                 }
                 Ok(true)
             }
-            other => {
-                let reply = serde_json::json!({
-                    "type": "error",
-                    "error": format!("unknown message type `{other}` (expected hello or msg)"),
-                });
-                ws.feed(Message::Text(reply.to_string().into())).await?;
+            Err(err) => {
+                let why = match err {
+                    WireError::Json(err) => format!("not a resume-protocol message: {err}"),
+                    missing @ WireError::Missing { .. } => missing.to_string(),
+                    WireError::UnknownType(other) => {
+                        format!("unknown message type `{other}` (expected hello or msg)")
+                    }
+                };
+                let reply = ServerMsg::Error { error: why.into() };
+                ws.feed(Message::Text(reply.to_text().into())).await?;
                 Ok(true)
             }
         }
     }
 
     /// Takes over (or creates) the session, sends `welcome` and the replay.
-    async fn on_hello(&mut self, ws: &mut WebSocketStream<TcpStream>, hello: Incoming) -> WsResult {
-        let ack = hello.ack.unwrap_or(0);
-        let session_id = match hello.session {
-            Some(s) if !s.is_empty() => s,
+    async fn on_hello(
+        &mut self,
+        ws: &mut WebSocketStream<TcpStream>,
+        session: Option<Cow<'_, str>>,
+        ack: u64,
+    ) -> WsResult {
+        let session_id = match session {
+            Some(s) if !s.is_empty() => s.into_owned(),
             _ => format!("echo-{}-{}", self.id, rand::random::<u32>()),
         };
         if self.session.as_deref() != Some(session_id.as_str()) {
@@ -537,16 +514,20 @@ impl Conn {
             (session.next_seq, replay)
         };
         tracing::debug!(session = %session_id, ack, next, replay = replay.len(), "resume hello");
-        let welcome = serde_json::json!({"type": "welcome", "session": session_id, "next": next});
+        let welcome = ServerMsg::Welcome {
+            session: Some(Cow::Borrowed(&session_id)),
+            next,
+        }
+        .to_text();
         self.session = Some(session_id);
-        ws.feed(Message::Text(welcome.to_string().into())).await?;
+        ws.feed(Message::Text(welcome.into())).await?;
         for text in replay {
             ws.feed(Message::Text(text)).await?;
         }
         Ok(())
     }
 
-    fn assign(&self, cseq: u64, body: serde_json::Value) -> Assigned {
+    fn assign(&self, cseq: u64, body: Option<Body<'_>>) -> Assigned {
         let Some(session_id) = self.session.as_deref() else {
             return Assigned::NotOwner;
         };
@@ -563,8 +544,7 @@ impl Conn {
         }
         let seq = session.next_seq;
         session.next_seq += 1;
-        let echo = serde_json::json!({"type": "echo", "seq": seq, "cseq": cseq, "body": body});
-        let text: Utf8Bytes = echo.to_string().into();
+        let text: Utf8Bytes = ServerMsg::Echo { seq, cseq, body }.to_text().into();
         session.retained.push_back((seq, text.clone()));
         while session.retained.len() > self.shared.opts.retain.max(1) {
             session.retained.pop_front();

@@ -12,8 +12,9 @@
 //!   toxics · config                         the fault framework, one file per toxic; YAML loading
 //!              │
 //!              ▼
-//!   frame · metrics · vocab · error · shutdown   the bottom: codec, metric families,
-//!                                                 shared words, exit-status errors
+//!   frame · metrics · vocab · views · resume_wire · error · shutdown
+//!                    the bottom: codec, metric families, shared words, the admin
+//!                    API's and the resume protocol's JSON shapes, exit-status errors
 //! ```
 //!
 //! ## Module map (data path first)
@@ -28,6 +29,7 @@
 //! | [`metrics`] | Prometheus metric families and pre-resolved per-proxy handles |
 //! | [`views`] | the admin API's JSON shapes, shared by the registry, the API and `ctl` |
 //! | [`vocab`] | words every layer shares: `StreamDir`, `CutMode`, the activity clock, `UpstreamTarget` |
+//! | [`resume_wire`] | the resume protocol's JSON messages and the WebSocket limits, shared by `echo` and `load` |
 //! | [`echo`] | the reference backend (echo + resume protocol) |
 //! | [`load`] | the validating load client |
 //! | [`ctl`] | the admin API client: typed requests, tables and `--json` output |
@@ -56,6 +58,7 @@ pub mod load;
 pub mod metrics;
 pub mod protocols;
 pub mod proxy;
+pub mod resume_wire;
 pub mod shutdown;
 pub mod toxics;
 pub mod views;

@@ -551,10 +551,10 @@ async fn resume_mode_is_exactly_once_through_message_loss() {
     c.reconnect = true;
     c.resend_after = Duration::from_millis(300);
     // Each recovery round (hello up, replayed echo down) fails about one
-    // time in five at these loss rates, and rounds are 1.2–2 s apart: 8 s
-    // of drain left a gap unrecovered in about 3 % of runs. The drain ends
-    // as soon as every message is acknowledged.
-    c.drain = Some(Duration::from_secs(25));
+    // time in five at these loss rates; rounds are resend_after (300 ms) to
+    // twice that apart, so 8 s of drain leaves plenty. The drain ends as
+    // soon as every message is acknowledged.
+    c.drain = Some(Duration::from_secs(8));
     let report = load::run(c).await.unwrap();
     let m = &report.messages;
     assert!(report.pass, "{}", load::render_table(&report));

@@ -13,6 +13,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+/// An auto-resizing histogram of microseconds with 3 significant figures
+/// (the live window, the per-slot latency shards).
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    #[allow(clippy::expect_used)]
+    Histogram::<u64>::new(3).expect("hdrhistogram accepts 3 significant figures")
+}
+
 /// Counters of a running load test (all cumulative since the start, except
 /// `active`, `target` and the per-second rates).
 #[derive(Debug, Default)]
@@ -129,7 +136,7 @@ impl LiveStats {
             .window
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let w = window.get_or_insert_with(super::client::new_histogram);
+        let w = window.get_or_insert_with(new_histogram);
         for &us in samples {
             let _ = w.record(us);
         }

@@ -17,15 +17,24 @@
 //! # let _ = live; Ok(()) }
 //! ```
 //!
-//! Modules: [`scenario`] (YAML phases), [`slo`] (SLO expressions),
-//! [`report`] (JSON report, table, JUnit, baseline), [`live`] (live
-//! counters), `client` (one connection: echo and resume checks).
+//! Modules, top down: `slot` (one logical connection: reconnect loop with
+//! backoff) runs `echo_check` (echo-mode sessions and their ordering
+//! checks) or `resume` (resume-mode sessions, driving the pure
+//! `resume_state` machine); `session` holds what both need (run context,
+//! per-slot tally, connect/close). [`scenario`] (YAML phases), [`slo`] (SLO
+//! expressions), [`report`] (JSON report, table, JUnit, baseline) and
+//! [`live`] (live counters) sit below them. The resume protocol's messages
+//! are [`crate::resume_wire`]'s.
 
-mod client;
+mod echo_check;
 pub mod live;
 pub mod report;
+mod resume;
+mod resume_state;
 pub mod scenario;
+mod session;
 pub mod slo;
+mod slot;
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
@@ -46,7 +55,7 @@ pub use report::{render_table, Report};
 pub use scenario::Phase;
 pub use slo::{Slo, SloResult};
 
-use client::{Ctx, SlotResult};
+use session::{Ctx, SlotResult};
 
 /// What the client sends and checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
@@ -132,7 +141,8 @@ pub struct LoadConfig {
     /// How long to wait for outstanding echoes after sending stops
     /// (`None`: 2 s in echo mode, 5 s in resume mode).
     pub drain: Option<Duration>,
-    /// Resume mode: resend a message (and resync) when its echo is this late.
+    /// Resume mode: resend a message (and resync) when its echo is this
+    /// late; a `hello` without an answer is sent again after twice this.
     pub resend_after: Duration,
     /// Connection handshakes in flight at once.
     pub max_concurrent_handshakes: usize,
@@ -211,13 +221,13 @@ impl LoadConfig {
                 ));
             }
         }
-        if self.message_bytes > crate::echo::MAX_MESSAGE_BYTES {
+        if self.message_bytes > crate::resume_wire::MAX_MESSAGE_BYTES {
             return Err(invalid(
                 "--message-bytes",
                 format!(
                     "`{}` is larger than the {} byte message limit",
                     self.message_bytes,
-                    crate::echo::MAX_MESSAGE_BYTES
+                    crate::resume_wire::MAX_MESSAGE_BYTES
                 ),
             ));
         }
@@ -300,7 +310,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         handshakes: Semaphore::new(cfg.max_concurrent_handshakes.max(1)),
         errors: Mutex::new(HashMap::new()),
         run_id: rand::random::<u64>(),
-        latency: client::LatencyShards::new(32),
+        latency: session::LatencyShards::new(32),
     });
     let progress_done = CancellationToken::new();
     let phase_names: Vec<String> = cfg.phases.iter().map(|p| p.name.clone()).collect();
@@ -336,7 +346,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         last = now;
         while slots.len() < target && (cfg.ramp_rate.is_none() || ramp_budget >= 1.0) {
             let token = ctx.stop.child_token();
-            set.spawn(client::run_slot(ctx.clone(), next_slot, token.clone()));
+            set.spawn(slot::run_slot(ctx.clone(), next_slot, token.clone()));
             slots.push(token);
             next_slot = next_slot.wrapping_add(1);
             ramp_budget -= 1.0;
@@ -409,13 +419,10 @@ struct Aggregate {
 
 impl Aggregate {
     fn new() -> Self {
-        #[allow(clippy::expect_used)]
-        let h = || Histogram::<u64>::new(3).expect("3 significant figures is valid");
-        let totals = client::SlotResult::empty();
         Aggregate {
-            latency: h(),
-            reconnect: h(),
-            totals,
+            latency: live::new_histogram(),
+            reconnect: live::new_histogram(),
+            totals: SlotResult::default(),
         }
     }
 
@@ -424,13 +431,7 @@ impl Aggregate {
             let _ = self.reconnect.record(us.max(1));
         }
         let t = &mut self.totals;
-        t.sent += r.sent;
-        t.received += r.received;
-        t.lost += r.lost;
-        t.duplicated += r.duplicated;
-        t.reordered += r.reordered;
-        t.corrupted += r.corrupted;
-        t.resent += r.resent;
+        t.msgs.add(&r.msgs);
         t.protocol_errors += r.protocol_errors;
         t.attempted += r.attempted;
         t.succeeded += r.succeeded;
@@ -441,7 +442,7 @@ impl Aggregate {
 }
 
 fn ms(us: u64) -> f64 {
-    slo::round3(us as f64 / 1000.0)
+    report::round3(us as f64 / 1000.0)
 }
 
 fn build_report(
@@ -460,8 +461,8 @@ fn build_report(
         }
     };
     let duration_s = duration.as_secs_f64();
-    let error_count = t.failed + t.disconnects + t.corrupted + t.protocol_errors;
-    let ops = t.attempted + t.sent;
+    let error_count = t.failed + t.disconnects + t.msgs.corrupted + t.protocol_errors;
+    let ops = t.attempted + t.msgs.sent;
     let mut samples: Vec<report::ErrorSample> = errors
         .into_iter()
         .map(|(message, count)| report::ErrorSample { message, count })
@@ -476,7 +477,7 @@ fn build_report(
         pass: false,
         mode: cfg.mode.as_str().to_string(),
         url: cfg.url.clone(),
-        duration_s: slo::round3(duration_s),
+        duration_s: report::round3(duration_s),
         connections: report::ConnectionCounts {
             attempted: t.attempted,
             succeeded: t.succeeded,
@@ -485,15 +486,7 @@ fn build_report(
             disconnects: t.disconnects,
             peak_active,
         },
-        messages: report::MessageCounts {
-            sent: t.sent,
-            received: t.received,
-            lost: t.lost,
-            duplicated: t.duplicated,
-            reordered: t.reordered,
-            corrupted: t.corrupted,
-            resent: t.resent,
-        },
+        messages: t.msgs.clone(),
         latency_ms: report::LatencyMs {
             p50: q(&agg.latency, 0.5),
             p90: q(&agg.latency, 0.9),
@@ -508,10 +501,10 @@ fn build_report(
             mean: if agg.latency.is_empty() {
                 0.0
             } else {
-                slo::round3(agg.latency.mean() / 1000.0)
+                report::round3(agg.latency.mean() / 1000.0)
             },
         },
-        throughput_mps: slo::round3(t.received as f64 / duration_s.max(1e-3)),
+        throughput_mps: report::round3(t.msgs.received as f64 / duration_s.max(1e-3)),
         reconnect_ms: report::ReconnectMs {
             p50: q(&agg.reconnect, 0.5),
             p99: q(&agg.reconnect, 0.99),
@@ -526,7 +519,7 @@ fn build_report(
             percent: if ops == 0 {
                 0.0
             } else {
-                slo::round3(error_count as f64 * 100.0 / ops as f64)
+                report::round3(error_count as f64 * 100.0 / ops as f64)
             },
             samples,
         },

@@ -5,8 +5,6 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::slo::{round3, SloResult};
-
 /// The result of a load test. Serialized as the `--report` JSON; every field
 /// has a default so older or partial reports load as baselines.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,6 +36,26 @@ pub struct Report {
     pub baseline: Vec<BaselineCheck>,
     /// Why the verdict failed, one line each (empty on a pass).
     pub failures: Vec<String>,
+}
+
+/// The outcome of one SLO, as written in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloResult {
+    /// The expression as written.
+    pub expr: String,
+    /// The measured value, in the expression's unit.
+    pub value: f64,
+    /// Whether the SLO held.
+    pub pass: bool,
+}
+
+/// Rounds to three decimals (for readable JSON).
+pub(crate) fn round3(v: f64) -> f64 {
+    if v.is_finite() {
+        (v * 1000.0).round() / 1000.0
+    } else {
+        v
+    }
 }
 
 /// Connection counts of a report.
@@ -76,6 +94,19 @@ pub struct MessageCounts {
     pub corrupted: u64,
     /// Resume mode: messages sent again (after a reconnect or a timeout).
     pub resent: u64,
+}
+
+impl MessageCounts {
+    /// Adds every count of `other` (merging connections and slots).
+    pub(crate) fn add(&mut self, other: &MessageCounts) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.corrupted += other.corrupted;
+        self.resent += other.resent;
+    }
 }
 
 /// Latency percentiles in milliseconds.

@@ -12,9 +12,10 @@
 //!
 //! Operators: `<`, `<=`, `>`, `>=`, `==`.
 
-use serde::{Deserialize, Serialize};
-
-use super::report::Report;
+// The report holds SLO results, so it sits below this module: SLOs read a
+// report, the report never reads SLOs.
+pub use super::report::SloResult;
+use super::report::{round3, Report};
 
 /// Every metric name an SLO may use.
 pub const METRIC_NAMES: &[&str] = &[
@@ -118,17 +119,6 @@ pub struct Slo {
     pub threshold: f64,
     /// The unit of `threshold` (and of the measured value in the report).
     pub unit: Unit,
-}
-
-/// The outcome of one SLO, as written in the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SloResult {
-    /// The expression as written.
-    pub expr: String,
-    /// The measured value, in the expression's unit.
-    pub value: f64,
-    /// Whether the SLO held.
-    pub pass: bool,
 }
 
 /// An SLO expression that does not parse.
@@ -300,15 +290,6 @@ fn metric_from_name(name: &str) -> Option<Metric> {
         "throughput" => Metric::Throughput,
         _ => return None,
     })
-}
-
-/// Rounds to three decimals (for readable JSON).
-pub(crate) fn round3(v: f64) -> f64 {
-    if v.is_finite() {
-        (v * 1000.0).round() / 1000.0
-    } else {
-        v
-    }
 }
 
 #[cfg(test)]
