@@ -182,6 +182,11 @@ pub trait ToxicState: Send {
     }
     /// A deadline passed (the toxic re-checks whether it is due).
     fn on_deadline(&mut self, _cx: &mut ToxicCx<'_>) {}
+    /// The toxic stops acting on this stream for now (its `schedule`
+    /// window closed), between messages: emit whatever it holds back, as
+    /// whole messages, so nothing waits for the next window. It may be
+    /// shown frames again when a window opens.
+    fn on_stop(&mut self, _cx: &mut ToxicCx<'_>) {}
     /// While `Some(t)` with `t` in the future, the link does not read.
     fn paused_until(&mut self, _now: Instant) -> Option<Instant> {
         None
@@ -194,6 +199,11 @@ pub struct DeadlineCx<'a> {
     pub now: Instant,
     /// The connection's shared activity clock.
     pub activity: &'a Activity,
+    /// A data message this toxic is not shown (let pass by `match.message` or
+    /// `count`, or skipped as compressed) is mid-way: a deadline that would
+    /// emit data frames must wait for its end (the link asks again after
+    /// every frame).
+    pub unseen_message: bool,
 }
 
 /// Tracks data-message boundaries across frames.

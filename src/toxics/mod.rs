@@ -40,17 +40,20 @@ mod spec;
 
 mod bandwidth;
 mod close;
+mod corrupt;
 mod drop_connection;
 mod drop_control;
 mod duplicate;
 mod fragment;
 mod handshake_delay;
 mod idle_timeout;
+mod inject;
 mod latency;
 mod limit_data;
 mod message_loss;
 mod rate_limit;
 mod reject_handshake;
+mod reorder;
 mod reset_peer;
 mod slicer;
 mod slow_close;
@@ -88,6 +91,9 @@ pub const REGISTRY: &[(&str, ParseFn)] = &[
     ("close", close::parse),
     ("drop_control", drop_control::parse),
     ("duplicate", duplicate::parse),
+    ("reorder", reorder::parse),
+    ("corrupt", corrupt::parse),
+    ("inject", inject::parse),
     ("rate_limit", rate_limit::parse),
     ("reject_handshake", reject_handshake::parse),
     ("handshake_delay", handshake_delay::parse),

@@ -35,6 +35,9 @@ pub struct ActiveToxic {
     armed_at: Instant,
     /// Activation, only changed between messages.
     active: bool,
+    /// The schedule window closed: the state is told ([`ToxicState::on_stop`])
+    /// at the next chance, so what it holds back is released.
+    stopping: bool,
     tracker: MessageTracker,
     /// Inside a compressed message that this payload-changing toxic skips.
     skipping: bool,
@@ -75,6 +78,7 @@ impl ActiveToxic {
             applies: drawn && matched && !inert,
             armed_at,
             active: false,
+            stopping: false,
             tracker: MessageTracker::default(),
             skipping: false,
             count_state: CountState::default(),
@@ -158,13 +162,26 @@ impl ActiveToxic {
         if !self.tracker.at_boundary() {
             return;
         }
-        self.active = self.applies
+        let active = self.applies
             && self
                 .entry
                 .spec
                 .schedule
                 .as_ref()
                 .is_none_or(|s| s.is_active(now.saturating_duration_since(self.armed_at)));
+        self.stopping |= self.active && !active;
+        self.active = active;
+    }
+
+    /// Tells the state its window closed, if it did since the last call:
+    /// what it releases goes out now, before anything else.
+    fn stop_if_due(&mut self, base: &ChainCx<'_>, out: &mut Vec<Output>) {
+        if !std::mem::take(&mut self.stopping) {
+            return;
+        }
+        let mut cx = Self::make_cx(&mut self.rng, out, base, base.now);
+        self.state.on_stop(&mut cx);
+        Self::count(&self.actions, &self.skips, &cx);
     }
 
     fn make_cx<'a>(
@@ -198,6 +215,7 @@ impl ActiveToxic {
     /// Passes one item through this toxic.
     pub fn process(&mut self, input: Output, base: &ChainCx<'_>, out: &mut Vec<Output>) {
         self.refresh_active(base.now);
+        self.stop_if_due(base, out);
         let Output { not_before, item } = input;
         match item {
             Item::Frame(frame) => {
@@ -259,6 +277,9 @@ impl ActiveToxic {
             return None;
         }
         self.refresh_active(now);
+        if self.stopping {
+            return Some(now);
+        }
         if !self.active {
             // Wake up when the schedule may open.
             return self
@@ -268,11 +289,19 @@ impl ActiveToxic {
                 .as_ref()
                 .map(|_| now + Duration::from_millis(50));
         }
-        self.state.next_deadline(&DeadlineCx { now, activity })
+        // Mid-way through a data message the state is not shown?
+        let unseen_message = !self.tracker.at_boundary() && (self.bypassing || self.skipping);
+        self.state.next_deadline(&DeadlineCx {
+            now,
+            activity,
+            unseen_message,
+        })
     }
 
-    /// Runs the deadline handler.
+    /// Runs the deadline handler (and [`ToxicState::on_stop`] first when
+    /// the schedule window closed).
     pub fn on_deadline(&mut self, base: &ChainCx<'_>, out: &mut Vec<Output>) {
+        self.stop_if_due(base, out);
         if !self.active {
             return;
         }
@@ -781,5 +810,94 @@ mod tests {
         .validate(0)
         .expect_err("every 0");
         assert_eq!(every.field.as_deref(), Some("count.every"));
+    }
+
+    /// Runs toxic 0's deadline at `now_ms`, as the link does.
+    fn fire(
+        chain: &mut [ActiveToxic],
+        base: Instant,
+        now_ms: u64,
+        f: &ConnFacts,
+    ) -> Vec<(u128, String)> {
+        let activity = Activity::new(base);
+        let cx = ChainCx {
+            now: base + ms(now_ms),
+            to_server: false,
+            activity: &activity,
+            facts: f,
+            profile: crate::protocols::NONE,
+            message_payload: None,
+        };
+        let mut out = Vec::new();
+        run_deadline(chain, 0, &cx, &mut out);
+        out.iter()
+            .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
+            .collect()
+    }
+
+    #[test]
+    fn a_closing_schedule_window_releases_what_the_toxic_holds() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "reorder", "schedule": {"duration": 100}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let activity = Activity::new(base);
+        // Released before the first message after the window.
+        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
+        assert!(pass(&mut chain, base, 10, &f, text("a")).is_empty());
+        assert_eq!(
+            pass(&mut chain, base, 150, &f, text("b")),
+            [(150, "text:a".into()), (150, "text:b".into())]
+        );
+        // Or at once, through the deadline, when nothing comes.
+        let mut chain = [active(e.clone(), &f, 1, 1, &m)];
+        assert!(pass(&mut chain, base, 10, &f, text("a")).is_empty());
+        let now = base + ms(120);
+        assert_eq!(chain[0].next_deadline(now, &activity), Some(now));
+        assert_eq!(fire(&mut chain, base, 120, &f), [(120, "text:a".into())]);
+        assert_eq!(
+            chain[0].next_deadline(now, &activity),
+            Some(now + ms(50)),
+            "nothing left: back to looking for the window"
+        );
+        assert_eq!(actions_of(&m, &e), 2);
+    }
+
+    #[test]
+    fn deadlines_wait_for_the_end_of_a_message_the_toxic_is_not_shown() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "inject", "attributes": {"payload": "x", "every_ms": 50},
+                   "match": {"message": {"opcode": "text"}}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let activity = Activity::new(base);
+        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
+        assert_eq!(
+            pass(&mut chain, base, 40, &f, frame(false, Opcode::Binary, "b1")),
+            [(40, "binary+:b1".into())]
+        );
+        assert_eq!(chain[0].next_deadline(base + ms(60), &activity), None);
+        assert_eq!(
+            pass(
+                &mut chain,
+                base,
+                70,
+                &f,
+                frame(true, Opcode::Continuation, "b2")
+            ),
+            [(70, "cont:b2".into())]
+        );
+        assert_eq!(
+            chain[0].next_deadline(base + ms(70), &activity),
+            Some(base + ms(50))
+        );
+        assert_eq!(fire(&mut chain, base, 70, &f), [(70, "text:x".into())]);
+        assert_eq!(actions_of(&m, &e), 1);
     }
 }

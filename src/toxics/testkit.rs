@@ -138,6 +138,9 @@ pub(crate) struct Kit {
     pub to_server: bool,
     /// Actions counted so far (`cx.act()`).
     pub actions: u64,
+    /// What [`DeadlineCx::unseen_message`] says: a message the toxic is not
+    /// shown is mid-way.
+    pub unseen_message: bool,
     rng: SmallRng,
     facts: ConnFacts,
     state: Box<dyn ToxicState>,
@@ -156,6 +159,7 @@ impl Kit {
             activity: Activity::new(base),
             to_server: false,
             actions: 0,
+            unseen_message: false,
             rng: rng(seed),
             facts: facts(base),
             state,
@@ -228,6 +232,7 @@ impl Kit {
         let cx = DeadlineCx {
             now: self.t(ms),
             activity: &self.activity,
+            unseen_message: self.unseen_message,
         };
         self.state
             .next_deadline(&cx)
@@ -238,6 +243,12 @@ impl Kit {
     pub(crate) fn deadline(&mut self, ms: u64) -> Vec<Output> {
         let now = self.t(ms);
         self.call(now, now, |state, cx| state.on_deadline(cx))
+    }
+
+    /// The schedule window closes `ms` after the base ([`ToxicState::on_stop`]).
+    pub(crate) fn stop(&mut self, ms: u64) -> Vec<Output> {
+        let now = self.t(ms);
+        self.call(now, now, |state, cx| state.on_stop(cx))
     }
 
     /// Until when reading is paused, asked `ms` after the base, as an
