@@ -212,6 +212,7 @@ const TOXIC_FIELDS: &[(&str, Want)] = &[
     ("attributes", Want::Obj),
     ("match", Want::Obj),
     ("schedule", Want::Obj),
+    ("count", Want::Obj),
 ];
 
 /// Checks a JSON body against `fields` so that errors name the field, the

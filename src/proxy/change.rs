@@ -9,6 +9,7 @@
 use serde::Deserialize;
 
 use crate::config::{ExtensionsMode, HostMode, ProxySpec};
+use crate::toxics::message_match::CountSpec;
 use crate::toxics::{MatchSpec, ScheduleSpec, ToxicSpec};
 use crate::views::ProxyView;
 use crate::vocab::StreamDir;
@@ -179,6 +180,8 @@ pub struct ToxicPatch {
     pub matcher: Option<MatchSpec>,
     /// New `schedule`.
     pub schedule: Option<ScheduleSpec>,
+    /// New `count`.
+    pub count: Option<CountSpec>,
 }
 
 impl ToxicPatch {
@@ -203,6 +206,9 @@ impl ToxicPatch {
         if self.schedule.is_some() {
             spec.schedule = self.schedule.clone();
         }
+        if self.count.is_some() {
+            spec.count = self.count.clone();
+        }
         Ok(spec)
     }
 }
@@ -210,5 +216,43 @@ impl ToxicPatch {
 fn set<T: Clone>(field: &mut T, value: &Option<T>) {
     if let Some(value) = value {
         *field = value.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_toxic_patch_replaces_match_and_count_when_given() {
+        let current: ToxicSpec = serde_json::from_value(json!({
+            "name": "n", "type": "latency", "attributes": {"latency": 1},
+            "match": {"path": "/a"}, "count": {"after": 1, "every": 2}
+        }))
+        .expect("valid test input");
+        let keep: ToxicPatch = serde_json::from_value(json!({"toxicity": 0.5})).expect("patch");
+        let kept = keep.apply(&current).expect("applies");
+        assert_eq!(
+            (kept.matcher, kept.count),
+            (current.matcher.clone(), current.count.clone())
+        );
+        let patch: ToxicPatch = serde_json::from_value(json!({
+            "match": {"message": {"kind": "heartbeat"}}, "count": {"limit": 5}
+        }))
+        .expect("patch");
+        let patched = patch.apply(&current).expect("applies");
+        assert_eq!(
+            serde_json::to_value(&patched).expect("json")["match"],
+            json!({"message": {"kind": "heartbeat"}})
+        );
+        assert_eq!(
+            patched.count,
+            Some(CountSpec {
+                after: 0,
+                every: 1,
+                limit: Some(5)
+            })
+        );
     }
 }
