@@ -81,7 +81,7 @@ pub struct StreamView {
 }
 
 /// The fields [`ToxicSpec`] knows, as the admin API writes them.
-const TOXIC_FIELDS: [&str; 7] = [
+const TOXIC_FIELDS: [&str; 8] = [
     "name",
     "type",
     "stream",
@@ -89,6 +89,7 @@ const TOXIC_FIELDS: [&str; 7] = [
     "attributes",
     "match",
     "schedule",
+    "count",
 ];
 
 /// Reads a toxic as an admin API shows it, leniently.
@@ -126,7 +127,8 @@ mod tests {
         let spec: ToxicSpec = serde_json::from_value(json!({
             "name": "n", "type": "latency", "stream": "upstream", "toxicity": 0.5,
             "attributes": {"latency": 1},
-            "match": {"path": "/x"}, "schedule": {"duration": 1}
+            "match": {"path": "/x"}, "schedule": {"duration": 1},
+            "count": {"after": 2}
         }))
         .expect("valid test input");
         let Value::Object(written) = serde_json::to_value(&spec).expect("serializable") else {

@@ -270,3 +270,112 @@ fn health_exit_status_follows_healthz() {
     let down = FakeAdmin::start(|_| (503, r#"{"error":"starting","status":503}"#.into()));
     assert_eq!(ctl(&down.url, &["health"]).status.code(), Some(1));
 }
+
+#[test]
+fn toxic_add_sets_message_match_and_count_on_a_real_proxy() {
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let upstream = format!("127.0.0.1:{}", closed_port());
+    let _proxy = ChildGuard::spawn(
+        wsfault(&[
+            "proxy",
+            "--admin",
+            &admin.to_string(),
+            "--name",
+            "chat",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+        ])
+        .env("RUST_LOG", "warn"),
+        "wsfault proxy",
+    );
+    wait_http_200(admin, "/healthz", std::time::Duration::from_secs(10));
+    let url = format!("http://{admin}");
+    let toxics = || {
+        let (status, body) =
+            http_blocking(admin, "GET", "/proxies/chat/toxics", None).expect("GET toxics");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+
+    let out = ctl(
+        &url,
+        &[
+            "toxic",
+            "add",
+            "chat",
+            "-t",
+            "message_loss",
+            "-n",
+            "beats",
+            "-a",
+            "probability=1",
+            "--kind",
+            "heartbeat",
+            "--json-pointer",
+            "/type",
+            "--json-equals",
+            r#""next""#,
+            "--count-after",
+            "10",
+            "--count-every",
+            "3",
+            "--count-limit",
+            "5",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains(r#"kind=heartbeat json:/type=="next" count: after 10, every 3, limit 5"#),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        toxics(),
+        serde_json::json!([{
+            "name": "beats", "type": "message_loss", "stream": "downstream", "toxicity": 1.0,
+            "attributes": {"probability": 1},
+            "match": {"message": {"kind": "heartbeat", "json": {"pointer": "/type", "equals": "next"}}},
+            "count": {"after": 10, "every": 3, "limit": 5}
+        }]),
+        "read back as written"
+    );
+
+    // Only the limit changes; after, every and the match are kept.
+    let out = ctl(
+        &url,
+        &[
+            "toxic",
+            "update",
+            "chat",
+            "-n",
+            "beats",
+            "--count-limit",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        toxics()[0]["count"],
+        serde_json::json!({"after": 10, "every": 3, "limit": 2})
+    );
+    assert_eq!(toxics()[0]["match"]["message"]["kind"], "heartbeat");
+
+    // A bad flag: exit 2 naming the flag, the value and the choices; nothing sent.
+    let before = toxics();
+    let out = ctl(
+        &url,
+        &["toxic", "add", "chat", "-t", "latency", "--kind", "ping"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--kind")
+            && err.contains("ping")
+            && err.contains("data, heartbeat, handshake, close"),
+        "{err}"
+    );
+    assert_eq!(toxics(), before);
+}

@@ -7,16 +7,26 @@
 //!   create P -l ADDR -u TARGET            add a proxy
 //!   toggle P                              enable ↔ disable
 //!   delete P                              remove a proxy
-//!   toxic add P -t TYPE [-n NAME] [-s STREAM] [--toxicity F] -a K=V ...
-//!   toxic update P -n NAME [-a K=V ...] [--toxicity F]
+//!   toxic add P -t TYPE [-n NAME] [-s STREAM] [--toxicity F] -a K=V ... [MATCH] [COUNT]
+//!   toxic update P -n NAME [-a K=V ...] [--toxicity F] [MATCH] [COUNT]
 //!   toxic remove P -n NAME
 //!   connections P                         live connections of a proxy
 //!   reset                                 enable every proxy, remove every toxic
+//!
+//! MATCH: --match-path GLOB  --match-header K=V ...  --match-subprotocol P
+//!        --kind KIND  --opcode OPCODE  --contains S  --regex RE
+//!        --json-pointer PTR (--json-equals JSON | --json-exists BOOL)
+//! COUNT: --count-after N  --count-every N  --count-limit N
 //! ```
+//!
+//! The MATCH and COUNT flags ([`ConditionArgs`]) set the toxic's `match`
+//! and `count`; on `toxic update` each sets its own field and the others
+//! keep their values ([`crate::ctl::conditions`]).
 //!
 //! Exit status: 0 on success, 1 when the server refuses (its
 //! `{"error": ...}` message is printed) or cannot be reached, 2 on bad usage
-//! (a bad `--admin` URL, a bad `-a K=V`).
+//! (a bad `--admin` URL, a bad `-a K=V`, a bad match or count flag, a
+//! `match.message` or `count` on a toxic type that does not act on messages).
 //!
 //! The hidden verb `health` (`GET /healthz`, exit 0 iff 200) is what the
 //! Docker image's `HEALTHCHECK` and the compose healthchecks run.
@@ -27,7 +37,10 @@ use anyhow::Context as _;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use serde_json::{Map, Value};
 
-use crate::ctl::{execute, AdminClient, NewToxic, Verb, DEFAULT_ADMIN};
+use crate::ctl::{execute, AdminClient, Conditions, NewToxic, Verb, DEFAULT_ADMIN};
+use crate::protocols::Kind;
+use crate::toxics::message_match::{DataOpcode, JsonMatchSpec, MessageMatchSpec};
+use crate::toxics::MatchSpec;
 use crate::vocab::StreamDir;
 
 /// Flags of `wsfault ctl`.
@@ -40,6 +53,9 @@ use crate::vocab::StreamDir;
                   wsfault ctl list\n  \
                   wsfault ctl toxic add chat -t latency -a latency=300 -a jitter=100\n  \
                   wsfault ctl toxic update chat -n latency_downstream -a latency=50\n  \
+                  wsfault ctl toxic add chat -t message_loss -a probability=1 --kind heartbeat --count-after 10 --count-limit 5\n  \
+                  wsfault ctl toxic add chat -t drop_connection -s upstream --json-pointer /type --json-equals subscribe\n  \
+                  wsfault ctl toxic update chat -n message_loss_downstream --count-limit 2\n  \
                   wsfault ctl toxic remove chat -n latency_downstream\n  \
                   wsfault ctl toggle chat"
 )]
@@ -147,9 +163,22 @@ pub enum ToxicCommand {
         /// An attribute, K=V; repeat for several.
         #[arg(short = 'a', long = "attribute", value_name = "K=V", value_parser = parse_attribute)]
         attributes: Vec<(String, Value)>,
+        /// `match` and `count`.
+        #[command(flatten)]
+        conditions: Box<ConditionArgs>,
     },
-    /// Change the attributes or toxicity of a toxic (other attributes are kept).
-    #[command(visible_alias = "u")]
+    /// Change the attributes, toxicity, match or count of a toxic (what is
+    /// not named is kept).
+    #[command(
+        visible_alias = "u",
+        long_about = "Change the attributes, toxicity, match or count of a toxic.\n\n\
+                      Each flag sets its own field; what is not named keeps its value: \
+                      -a K=V sets one attribute, --count-limit 2 changes only the limit \
+                      of the current count (after and every are kept), --kind data only \
+                      the kind of match.message, --match-header K=V only that header. \
+                      The --json-* flags replace the whole json test. To drop a match or \
+                      a count, remove the toxic and add it again."
+    )]
     Update {
         /// Proxy name.
         proxy: String,
@@ -162,6 +191,9 @@ pub enum ToxicCommand {
         /// An attribute to set, K=V; repeat for several.
         #[arg(short = 'a', long = "attribute", value_name = "K=V", value_parser = parse_attribute)]
         attributes: Vec<(String, Value)>,
+        /// `match` and `count` fields to set.
+        #[command(flatten)]
+        conditions: Box<ConditionArgs>,
     },
     /// Remove a toxic from a proxy.
     #[command(visible_aliases = ["r", "delete"])]
@@ -172,6 +204,95 @@ pub enum ToxicCommand {
         #[arg(short = 'n', long, value_name = "NAME")]
         name: String,
     },
+}
+
+/// `--help` heading of the connection matchers.
+const CONNECTION_HEADING: &str = "Connection matchers (match: which upgrade requests)";
+/// `--help` heading of the message matchers.
+const MESSAGE_HEADING: &str = "Message matchers (match.message: every given one must match)";
+/// `--help` heading of the count flags.
+const COUNT_HEADING: &str = "Count (count: per connection and stream, over matching messages)";
+
+/// The `match` and `count` flags of `toxic add` and `toxic update`
+/// (docs/reference.md#wsfault-ctl): connection matchers, message matchers
+/// and the count, each under its own heading in `--help`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConditionArgs {
+    /// Only connections whose request path (without the query) matches this
+    /// glob: * any run of characters, ? one; e.g. '/chat/*'.
+    #[arg(long, value_name = "GLOB", help_heading = CONNECTION_HEADING)]
+    pub match_path: Option<String>,
+    /// Only connections whose upgrade request has this header with exactly
+    /// this value (the name is case-insensitive); repeat for several.
+    #[arg(long, value_name = "K=V", value_parser = parse_header, help_heading = CONNECTION_HEADING)]
+    pub match_header: Vec<(String, String)>,
+    /// Only connections that negotiated this subprotocol.
+    #[arg(long, value_name = "P", help_heading = CONNECTION_HEADING)]
+    pub match_subprotocol: Option<String>,
+    /// Only messages of this kind under the connection's protocol profile.
+    #[arg(long = "kind", value_name = "KIND", value_parser = kind_parser(), help_heading = MESSAGE_HEADING)]
+    pub message_kind: Option<Kind>,
+    /// Only text or only binary messages.
+    #[arg(long, value_name = "OPCODE", value_parser = opcode_parser(), help_heading = MESSAGE_HEADING)]
+    pub opcode: Option<DataOpcode>,
+    /// Only messages whose payload contains this text.
+    #[arg(long, value_name = "S", help_heading = MESSAGE_HEADING)]
+    pub contains: Option<String>,
+    /// Only text messages in which this regex (Rust syntax) finds a match;
+    /// checked before anything is sent.
+    #[arg(long, value_name = "RE", value_parser = parse_regex, help_heading = MESSAGE_HEADING)]
+    pub regex: Option<String>,
+    /// Only text messages that are JSON, tested at this RFC 6901 pointer
+    /// (e.g. /type, /payload/id); needs --json-equals or --json-exists.
+    #[arg(long, value_name = "PTR", value_parser = parse_pointer, requires = "json_test", help_heading = MESSAGE_HEADING)]
+    pub json_pointer: Option<String>,
+    /// The value at --json-pointer equals this JSON value ('"next"', 3,
+    /// true, null, '{"a":1}'); text that is not JSON is taken as a string,
+    /// so --json-equals next is "next".
+    #[arg(long, value_name = "JSON", value_parser = parse_json_value, requires = "json_pointer", group = "json_test", help_heading = MESSAGE_HEADING)]
+    pub json_equals: Option<Value>,
+    /// true: the pointer must resolve; false: it must not.
+    #[arg(long, value_name = "BOOL", value_parser = bool_parser(), requires = "json_pointer", group = "json_test", help_heading = MESSAGE_HEADING)]
+    pub json_exists: Option<bool>,
+    /// The first N matching messages pass untouched (default 0).
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true, help_heading = COUNT_HEADING)]
+    pub count_after: Option<u64>,
+    /// Of the later matching messages, numbered from 1, act on every Nth
+    /// (default 1: each).
+    #[arg(long, value_name = "N", value_parser = parse_every, allow_negative_numbers = true, help_heading = COUNT_HEADING)]
+    pub count_every: Option<u64>,
+    /// Act at most N times (default: no limit).
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true, help_heading = COUNT_HEADING)]
+    pub count_limit: Option<u64>,
+}
+
+impl ConditionArgs {
+    /// The fields these flags set, as [`Conditions`].
+    pub fn conditions(self) -> Conditions {
+        let json = self.json_pointer.map(|pointer| JsonMatchSpec {
+            pointer,
+            equals: self.json_equals,
+            exists: self.json_exists,
+        });
+        let message = MessageMatchSpec {
+            kind: self.message_kind,
+            opcode: self.opcode,
+            contains: self.contains,
+            regex: self.regex,
+            json,
+        };
+        Conditions {
+            matcher: MatchSpec {
+                path: self.match_path,
+                header: header_map(self.match_header),
+                subprotocol: self.match_subprotocol,
+                message: (message != MessageMatchSpec::default()).then_some(message),
+            },
+            count_after: self.count_after,
+            count_every: self.count_every,
+            count_limit: self.count_limit,
+        }
+    }
 }
 
 /// Runs `wsfault ctl`: sends the request(s) and prints a table or JSON on stdout.
@@ -212,26 +333,34 @@ fn verb(command: CtlCommand) -> Verb {
             stream,
             toxicity,
             attributes,
-        }) => Verb::ToxicAdd {
-            proxy,
-            toxic: NewToxic {
-                kind,
-                name,
-                stream,
-                toxicity,
-                attributes: attribute_map(attributes),
-            },
-        },
+            conditions,
+        }) => {
+            let conditions = conditions.conditions();
+            Verb::ToxicAdd {
+                proxy,
+                toxic: NewToxic {
+                    kind,
+                    name,
+                    stream,
+                    toxicity,
+                    attributes: attribute_map(attributes),
+                    matcher: conditions.apply_match(None),
+                    count: conditions.apply_count(None),
+                },
+            }
+        }
         CtlCommand::Toxic(ToxicCommand::Update {
             proxy,
             name,
             toxicity,
             attributes,
+            conditions,
         }) => Verb::ToxicUpdate {
             proxy,
             name,
             toxicity,
             attributes: attribute_map(attributes),
+            conditions: conditions.conditions(),
         },
         CtlCommand::Toxic(ToxicCommand::Remove { proxy, name }) => {
             Verb::ToxicRemove { proxy, name }
@@ -271,6 +400,102 @@ fn parse_attribute(arg: &str) -> Result<(String, Value), String> {
     let value =
         serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_string()));
     Ok((key.to_string(), value))
+}
+
+/// `--match-header K=V` in order; a repeated name (in any case) keeps its
+/// last value.
+fn header_map(headers: Vec<(String, String)>) -> std::collections::BTreeMap<String, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for (name, value) in headers {
+        map.retain(|old: &String, _| !old.eq_ignore_ascii_case(&name));
+        map.insert(name, value);
+    }
+    map
+}
+
+/// Parses `--match-header K=V`: K a valid header name, V any text.
+fn parse_header(arg: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = arg.split_once('=') else {
+        return Err(format!(
+            "{arg:?} is not K=V (e.g. --match-header x-tenant=blue)"
+        ));
+    };
+    let name = name.trim();
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!(
+            "{arg:?} has an invalid header name {name:?}: expected K=V with K a header name such as x-tenant"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// `--kind`: data, heartbeat, handshake or close.
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = Kind> {
+    PossibleValuesParser::new(Kind::ALL.map(Kind::label))
+        .map(|kind| Kind::parse(&kind).unwrap_or(Kind::Data))
+}
+
+/// `--opcode`: text or binary.
+fn opcode_parser() -> impl clap::builder::TypedValueParser<Value = DataOpcode> {
+    PossibleValuesParser::new(["text", "binary"]).map(|opcode| match opcode.as_str() {
+        "binary" => DataOpcode::Binary,
+        _ => DataOpcode::Text,
+    })
+}
+
+/// `--json-exists`: true or false.
+fn bool_parser() -> impl clap::builder::TypedValueParser<Value = bool> {
+    PossibleValuesParser::new(["true", "false"]).map(|value| value == "true")
+}
+
+/// Parses `--regex` with the server's own compile
+/// ([`MessageMatchSpec::compile`]), so a bad one fails before any request.
+fn parse_regex(arg: &str) -> Result<String, String> {
+    MessageMatchSpec {
+        regex: Some(arg.to_string()),
+        ..MessageMatchSpec::default()
+    }
+    .compile()
+    .map(|_| arg.to_string())
+    .map_err(|err| err.message)
+}
+
+/// Parses `--json-pointer` with the server's own compile: empty or starting
+/// with `/`.
+fn parse_pointer(arg: &str) -> Result<String, String> {
+    MessageMatchSpec {
+        json: Some(JsonMatchSpec {
+            pointer: arg.to_string(),
+            equals: None,
+            exists: Some(true),
+        }),
+        ..MessageMatchSpec::default()
+    }
+    .compile()
+    .map(|_| arg.to_string())
+    .map_err(|err| err.message)
+}
+
+/// Parses `--json-equals`: JSON when it parses as JSON, else a string.
+fn parse_json_value(arg: &str) -> Result<Value, String> {
+    Ok(serde_json::from_str::<Value>(arg).unwrap_or_else(|_| Value::String(arg.to_string())))
+}
+
+/// Parses `--count-after` and `--count-limit`: a whole number, 0 or more.
+fn parse_count(arg: &str) -> Result<u64, String> {
+    arg.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{arg:?} is not a count: expected a whole number, 0 or more"))
+}
+
+/// Parses `--count-every`: a whole number, 1 or more.
+fn parse_every(arg: &str) -> Result<u64, String> {
+    match arg.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{arg:?} is out of range: expected a whole number, 1 or more"
+        )),
+    }
 }
 
 /// Parses `--toxicity`: a number in 0..=1.
@@ -384,5 +609,219 @@ mod tests {
         assert_eq!(proxy, "chat");
         assert_eq!(toxic.stream, Some(StreamDir::Upstream));
         assert_eq!(toxic.attributes["latency"], json!(2), "the last -a wins");
+        assert_eq!((toxic.matcher, toxic.count), (None, None));
+    }
+
+    /// `wsfault ctl ARGS...` parsed into its [`Verb`], or clap's error.
+    fn parse(args: &[&str]) -> Result<Verb, clap::Error> {
+        let cli = crate::cmd::Cli::try_parse_from(["wsfault", "ctl"].iter().chain(args))?;
+        let crate::cmd::Command::Ctl(args) = cli.command else {
+            panic!("ctl");
+        };
+        Ok(verb(args.command))
+    }
+
+    #[test]
+    fn match_and_count_flags_become_the_toxics_match_and_count() {
+        let Ok(Verb::ToxicAdd { toxic, .. }) = parse(&[
+            "toxic",
+            "add",
+            "chat",
+            "-t",
+            "message_loss",
+            "--match-path",
+            "/graphql*",
+            "--match-header",
+            "X-Tenant=a",
+            "--match-header",
+            "x-tenant=b",
+            "--match-header",
+            "x-empty=",
+            "--match-subprotocol",
+            "graphql-transport-ws",
+            "--kind",
+            "heartbeat",
+            "--opcode",
+            "text",
+            "--contains",
+            "ping",
+            "--regex",
+            r#""type":"(next|error)""#,
+            "--json-pointer",
+            "/type",
+            "--json-equals",
+            r#""next""#,
+            "--count-after",
+            "10",
+            "--count-every",
+            "3",
+            "--count-limit",
+            "5",
+        ]) else {
+            panic!("toxic add");
+        };
+        assert_eq!(
+            serde_json::to_value(&toxic.matcher).expect("json"),
+            json!({
+                "path": "/graphql*",
+                "header": {"x-empty": "", "x-tenant": "b"},
+                "subprotocol": "graphql-transport-ws",
+                "message": {"kind": "heartbeat", "opcode": "text", "contains": "ping",
+                            "regex": r#""type":"(next|error)""#,
+                            "json": {"pointer": "/type", "equals": "next"}}
+            }),
+            "a repeated header name, in any case, keeps its last value"
+        );
+        assert_eq!(
+            serde_json::to_value(&toxic.count).expect("json"),
+            json!({"after": 10, "every": 3, "limit": 5})
+        );
+    }
+
+    #[test]
+    fn json_equals_is_json_or_a_string_and_exists_is_a_bool() {
+        let json_of = |args: &[&str]| {
+            let mut all = vec!["toxic", "add", "chat", "-t", "duplicate"];
+            all.extend_from_slice(args);
+            let Ok(Verb::ToxicAdd { toxic, .. }) = parse(&all) else {
+                panic!("toxic add {args:?}");
+            };
+            serde_json::to_value(toxic.matcher.and_then(|m| m.message)).expect("json")["json"]
+                .clone()
+        };
+        for (given, equals) in [
+            ("3", json!(3)),
+            (r#""3""#, json!("3")),
+            ("next", json!("next")),
+            ("null", json!(null)),
+            (r#"{"a":[1]}"#, json!({"a": [1]})),
+        ] {
+            assert_eq!(
+                json_of(&["--json-pointer", "/x", "--json-equals", given]),
+                json!({"pointer": "/x", "equals": equals}),
+                "{given}"
+            );
+        }
+        assert_eq!(
+            json_of(&["--json-pointer", "", "--json-exists", "false"]),
+            json!({"pointer": "", "exists": false})
+        );
+    }
+
+    #[test]
+    fn update_flags_carry_only_what_was_given() {
+        let Ok(Verb::ToxicUpdate {
+            conditions,
+            attributes,
+            toxicity,
+            ..
+        }) = parse(&[
+            "toxic",
+            "update",
+            "chat",
+            "-n",
+            "beats",
+            "--count-limit",
+            "2",
+        ])
+        else {
+            panic!("toxic update");
+        };
+        assert!(attributes.is_empty() && toxicity.is_none());
+        assert_eq!(
+            conditions,
+            Conditions {
+                count_limit: Some(2),
+                ..Conditions::default()
+            }
+        );
+        let Ok(Verb::ToxicUpdate { conditions, .. }) =
+            parse(&["toxic", "u", "chat", "-n", "beats", "--kind", "data"])
+        else {
+            panic!("toxic update");
+        };
+        assert!(conditions.has_match() && !conditions.has_count());
+        assert_eq!(
+            conditions.matcher.message.and_then(|m| m.kind),
+            Some(Kind::Data)
+        );
+    }
+
+    #[test]
+    fn bad_match_and_count_flags_name_the_flag_the_value_and_the_choices() {
+        let add = |args: &[&str]| {
+            let mut all = vec!["toxic", "add", "chat", "-t", "latency"];
+            all.extend_from_slice(args);
+            let err = parse(&all).expect_err("bad usage");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            err.to_string()
+        };
+        let err = add(&["--kind", "ping"]);
+        assert!(
+            err.contains("'ping'")
+                && err.contains("--kind")
+                && err.contains("data, heartbeat, handshake, close"),
+            "{err}"
+        );
+        let err = add(&["--opcode", "ping"]);
+        assert!(
+            err.contains("--opcode") && err.contains("text, binary"),
+            "{err}"
+        );
+        let err = add(&["--regex", "(unclosed"]);
+        assert!(
+            err.contains("--regex")
+                && err.contains("not a valid regex")
+                && err.contains("unclosed group"),
+            "{err}"
+        );
+        let err = add(&["--json-pointer", "type", "--json-equals", "1"]);
+        assert!(
+            err.contains("--json-pointer") && err.contains("start with '/'"),
+            "{err}"
+        );
+        let err = add(&["--json-pointer", "/type"]);
+        assert!(
+            err.contains("--json-equals") && err.contains("--json-exists"),
+            "{err}"
+        );
+        let err = add(&["--json-equals", "1"]);
+        assert!(err.contains("--json-pointer"), "{err}");
+        let err = add(&[
+            "--json-pointer",
+            "/a",
+            "--json-equals",
+            "1",
+            "--json-exists",
+            "true",
+        ]);
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = add(&["--json-pointer", "/a", "--json-exists", "yes"]);
+        assert!(
+            err.contains("'yes'") && err.contains("true, false"),
+            "{err}"
+        );
+        let err = add(&["--count-every", "0"]);
+        assert!(
+            err.contains("--count-every") && err.contains("1 or more"),
+            "{err}"
+        );
+        let err = add(&["--count-after", "-1"]);
+        assert!(
+            err.contains("--count-after") && err.contains("0 or more"),
+            "{err}"
+        );
+        let err = add(&["--count-limit", "many"]);
+        assert!(
+            err.contains("'many'") && err.contains("whole number"),
+            "{err}"
+        );
+        let err = add(&["--match-header", "x-tenant"]);
+        assert!(
+            err.contains("--match-header") && err.contains("K=V"),
+            "{err}"
+        );
+        let err = add(&["--match-header", "bad name=1"]);
+        assert!(err.contains("invalid header name"), "{err}");
     }
 }

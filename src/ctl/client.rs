@@ -19,8 +19,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value};
 use tokio::net::TcpStream;
 
+use super::conditions::{check_locally, Conditions};
 use crate::error::{FailedError, UsageError};
-use crate::toxics::ToxicSpec;
+use crate::toxics::message_match::CountSpec;
+use crate::toxics::{MatchSpec, ToxicSpec};
 use crate::views::{toxic_from_json, ConnectionView, ProxyView};
 use crate::vocab::StreamDir;
 
@@ -66,6 +68,27 @@ pub struct NewToxic {
     pub toxicity: Option<f64>,
     /// Attributes.
     pub attributes: Map<String, Value>,
+    /// `match`: which connections and messages (not sent when `None`).
+    pub matcher: Option<MatchSpec>,
+    /// `count`: which of the matching messages (not sent when `None`).
+    pub count: Option<CountSpec>,
+}
+
+impl NewToxic {
+    /// The toxic as the server will read it (its defaults filled in), for
+    /// [`check_locally`].
+    fn as_spec(&self) -> ToxicSpec {
+        ToxicSpec {
+            name: self.name.clone().unwrap_or_default(),
+            kind: self.kind.clone(),
+            stream: self.stream.unwrap_or_default(),
+            toxicity: self.toxicity.unwrap_or(1.0),
+            attributes: self.attributes.clone(),
+            matcher: self.matcher.clone(),
+            schedule: None,
+            count: self.count.clone(),
+        }
+    }
 }
 
 /// Where the admin API is and how to talk to it.
@@ -203,12 +226,15 @@ impl AdminClient {
         self.call(Method::DELETE, &proxy_path(proxy), None).await
     }
 
-    /// `POST /proxies/{proxy}/toxics`.
+    /// `POST /proxies/{proxy}/toxics`. A `match.message` or `count` the
+    /// server would refuse is a [`UsageError`] before any request
+    /// ([`check_locally`]).
     pub async fn add_toxic(
         &self,
         proxy: &str,
         toxic: &NewToxic,
     ) -> anyhow::Result<Reply<ToxicSpec>> {
+        check_locally(&toxic.as_spec())?;
         let mut request = Map::new();
         if let Some(name) = &toxic.name {
             request.insert("name".into(), Value::String(name.clone()));
@@ -221,6 +247,12 @@ impl AdminClient {
             request.insert("toxicity".into(), serde_json::json!(toxicity));
         }
         request.insert("attributes".into(), Value::Object(toxic.attributes.clone()));
+        if let Some(matcher) = &toxic.matcher {
+            request.insert("match".into(), to_json(matcher)?);
+        }
+        if let Some(count) = &toxic.count {
+            request.insert("count".into(), to_json(count)?);
+        }
         let path = format!("{}/toxics", proxy_path(proxy));
         let body = self
             .call(Method::POST, &path, Some(Value::Object(request)))
@@ -229,31 +261,54 @@ impl AdminClient {
     }
 
     /// `GET` then `POST /proxies/{proxy}/toxics/{name}`: sets `attributes`
-    /// over the current ones and, when given, the toxicity. Nothing to set is
-    /// a [`UsageError`] (and no request is sent).
+    /// over the current ones, the given `match` and `count` fields over the
+    /// current ones ([`Conditions::apply_match`], [`Conditions::apply_count`])
+    /// and, when given, the toxicity. Nothing to set, or a `match.message` or
+    /// `count` the server would refuse ([`check_locally`]), is a
+    /// [`UsageError`] (and no `POST` is sent).
     pub async fn update_toxic(
         &self,
         proxy: &str,
         name: &str,
         toxicity: Option<f64>,
         attributes: &Map<String, Value>,
+        conditions: &Conditions,
     ) -> anyhow::Result<Reply<ToxicSpec>> {
-        if attributes.is_empty() && toxicity.is_none() {
+        if attributes.is_empty() && toxicity.is_none() && conditions.is_empty() {
             return Err(UsageError(
-                "nothing to update: give at least one -a K=V or --toxicity F".into(),
+                "nothing to update: give at least one -a K=V, --toxicity F, match flag \
+                 (--match-path, --match-header, --match-subprotocol, --kind, --opcode, \
+                 --contains, --regex, --json-pointer) or count flag (--count-after, \
+                 --count-every, --count-limit)"
+                    .into(),
             )
             .into());
         }
         let path = toxic_path(proxy, name);
-        // Merge on the client side, so attributes not named on the command
-        // line keep their values whether the server merges or replaces.
+        // Merge on the client side, so attributes, match and count fields not
+        // named on the command line keep their values whether the server
+        // merges or replaces.
         let current = parse_toxic(&self.call(Method::GET, &path, None).await?)?;
-        let mut merged = current.attributes;
-        merged.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut merged = current.clone();
+        merged
+            .attributes
+            .extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(toxicity) = toxicity {
+            merged.toxicity = toxicity;
+        }
+        merged.matcher = conditions.apply_match(current.matcher);
+        merged.count = conditions.apply_count(current.count);
+        check_locally(&merged)?;
         let mut request = Map::new();
-        request.insert("attributes".into(), Value::Object(merged));
+        request.insert("attributes".into(), Value::Object(merged.attributes));
         if let Some(toxicity) = toxicity {
             request.insert("toxicity".into(), serde_json::json!(toxicity));
+        }
+        if let (true, Some(matcher)) = (conditions.has_match(), &merged.matcher) {
+            request.insert("match".into(), to_json(matcher)?);
+        }
+        if let (true, Some(count)) = (conditions.has_count(), &merged.count) {
+            request.insert("count".into(), to_json(count)?);
         }
         let body = self
             .call(Method::POST, &path, Some(Value::Object(request)))
@@ -438,6 +493,11 @@ fn toxic_reply(body: Bytes) -> Reply<ToxicSpec> {
         body,
         parse: parse_toxic,
     }
+}
+
+/// A request field as JSON.
+fn to_json(value: &impl serde::Serialize) -> anyhow::Result<Value> {
+    serde_json::to_value(value).context("cannot encode the request body")
 }
 
 /// A body as `T`; anything else is a [`FailedError`] naming `what`.

@@ -2,7 +2,10 @@
 //! `toxiproxy-cli` (docs/reference.md#wsfault-ctl). The flags are in [`crate::cmd::ctl`]; here:
 //!
 //! * [`client`]: the HTTP client, one typed method per request;
-//! * [`render`]: tables, `--json` passthrough, attribute formatting;
+//! * [`conditions`]: `match` and `count` from the command line, laid over a
+//!   toxic's current ones on update, checked before any request;
+//! * [`render`]: tables, `--json` passthrough, attribute and condition
+//!   formatting;
 //! * [`execute`]: one [`Verb`] → requests → the text to print.
 //!
 //! The answers are read into the shared view types ([`crate::views`],
@@ -12,11 +15,13 @@
 //! (exit 2).
 
 pub mod client;
+pub mod conditions;
 pub mod render;
 
 use serde_json::{Map, Value};
 
 pub use client::{AdminClient, NewToxic, DEFAULT_ADMIN};
+pub use conditions::Conditions;
 
 use render::{pretty, render_connections, render_proxies, render_proxy_detail};
 
@@ -56,7 +61,8 @@ pub enum Verb {
         /// The toxic.
         toxic: NewToxic,
     },
-    /// Set some attributes and/or the toxicity of a toxic.
+    /// Set some attributes, the toxicity and/or `match` and `count` fields
+    /// of a toxic.
     ToxicUpdate {
         /// Proxy name.
         proxy: String,
@@ -66,6 +72,8 @@ pub enum Verb {
         toxicity: Option<f64>,
         /// Attributes to set (the others keep their values).
         attributes: Map<String, Value>,
+        /// `match` and `count` fields to set (the others keep their values).
+        conditions: Conditions,
     },
     /// Remove a toxic.
     ToxicRemove {
@@ -156,9 +164,10 @@ pub async fn execute(client: &AdminClient, verb: &Verb, json: bool) -> anyhow::R
             name,
             toxicity,
             attributes,
+            conditions,
         } => {
             let reply = client
-                .update_toxic(proxy, name, *toxicity, attributes)
+                .update_toxic(proxy, name, *toxicity, attributes, conditions)
                 .await?;
             if json {
                 return Ok(pretty(reply.body()));

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::toxics::ToxicSpec;
+use crate::toxics::message_match::{CountSpec, DataOpcode, JsonMatchSpec, MessageMatchSpec};
+use crate::toxics::{MatchSpec, ToxicSpec};
 use crate::views::{ConnectionView, ProxyView};
 
 /// `--json`: pretty-prints a JSON body, passes a non-JSON body through
@@ -94,19 +95,19 @@ pub fn render_proxy_detail(proxy: &ProxyView) -> String {
     out
 }
 
-/// NAME, TYPE, STREAM, TOXICITY, ATTRIBUTES, and CONDITIONS (`match=...`,
-/// `schedule=...` as compact JSON) when any toxic has them.
+/// NAME, TYPE, STREAM, TOXICITY, ATTRIBUTES, and CONDITIONS
+/// ([`render_conditions`]) when any toxic has them.
 pub fn render_toxics(toxics: &[ToxicSpec]) -> String {
-    let with_conditions = toxics
-        .iter()
-        .any(|t| t.matcher.is_some() || t.schedule.is_some());
+    let conditions: Vec<String> = toxics.iter().map(render_conditions).collect();
+    let with_conditions = conditions.iter().any(|c| !c.is_empty());
     let mut headers = vec!["NAME", "TYPE", "STREAM", "TOXICITY", "ATTRIBUTES"];
     if with_conditions {
         headers.push("CONDITIONS");
     }
     let rows: Vec<Vec<String>> = toxics
         .iter()
-        .map(|t| {
+        .zip(conditions)
+        .map(|(t, conditions)| {
             let mut row = vec![
                 t.name.clone(),
                 t.kind.clone(),
@@ -115,19 +116,92 @@ pub fn render_toxics(toxics: &[ToxicSpec]) -> String {
                 render_attributes(&t.attributes),
             ];
             if with_conditions {
-                let mut parts = Vec::new();
-                if let Some(m) = &t.matcher {
-                    parts.push(format!("match={}", compact_json(m)));
-                }
-                if let Some(s) = &t.schedule {
-                    parts.push(format!("schedule={}", compact_json(s)));
-                }
-                row.push(parts.join(" "));
+                row.push(conditions);
             }
             row
         })
         .collect();
     render_table(&headers, &rows)
+}
+
+/// A toxic's CONDITIONS cell ("" when it has none), space-separated:
+/// * the connection matchers as the server wrote them,
+///   `match={"header":{...},"path":"/chat/*","subprotocol":"v2"}`;
+/// * the message matchers, `kind=heartbeat opcode=text contains=typing
+///   regex=RE json:/type=="next"` (`json:PTR exists`, `json:PTR absent`);
+/// * the count, `count: after 10, every 3, limit 5` (no limit: the last
+///   part left out);
+/// * the schedule as the server wrote it, `schedule={...}`.
+///
+/// Text values are bare unless they need quotes, as in
+/// [`render_attributes`]; a `json:` value is JSON (`"next"` is a string,
+/// `3` a number).
+pub fn render_conditions(toxic: &ToxicSpec) -> String {
+    let mut parts = Vec::new();
+    if let Some(matcher) = &toxic.matcher {
+        let connection = MatchSpec {
+            message: None,
+            ..matcher.clone()
+        };
+        if connection != MatchSpec::default() {
+            parts.push(format!("match={}", compact_json(&connection)));
+        }
+        if let Some(message) = &matcher.message {
+            render_message(message, &mut parts);
+        }
+    }
+    if let Some(count) = &toxic.count {
+        parts.push(render_count(count));
+    }
+    if let Some(s) = &toxic.schedule {
+        parts.push(format!("schedule={}", compact_json(s)));
+    }
+    parts.join(" ")
+}
+
+/// `match.message`'s fields, in the order of the spec.
+fn render_message(message: &MessageMatchSpec, parts: &mut Vec<String>) {
+    if let Some(kind) = message.kind {
+        parts.push(format!("kind={}", kind.label()));
+    }
+    if let Some(opcode) = message.opcode {
+        let opcode = match opcode {
+            DataOpcode::Text => "text",
+            DataOpcode::Binary => "binary",
+        };
+        parts.push(format!("opcode={opcode}"));
+    }
+    if let Some(contains) = &message.contains {
+        parts.push(format!("contains={}", format_text(contains)));
+    }
+    if let Some(regex) = &message.regex {
+        parts.push(format!("regex={}", format_text(regex)));
+    }
+    if let Some(JsonMatchSpec {
+        pointer,
+        equals,
+        exists,
+    }) = &message.json
+    {
+        let pointer = format_text(pointer);
+        if let Some(equals) = equals {
+            parts.push(format!("json:{pointer}=={equals}"));
+        }
+        match exists {
+            Some(false) => parts.push(format!("json:{pointer} absent")),
+            Some(true) if equals.is_none() => parts.push(format!("json:{pointer} exists")),
+            _ => {}
+        }
+    }
+}
+
+/// `count: after A, every E[, limit L]`.
+fn render_count(count: &CountSpec) -> String {
+    let mut text = format!("count: after {}, every {}", count.after, count.every);
+    if let Some(limit) = count.limit {
+        let _ = write!(text, ", limit {limit}");
+    }
+    text
 }
 
 /// `headline` (its `{}` replaced by the toxic's name) over a one-row toxic
@@ -178,14 +252,7 @@ pub fn render_attributes(attributes: &Map<String, Value>) -> String {
         .map(|key| {
             let value = &attributes[key];
             let text = match value {
-                Value::String(s)
-                    if !s.is_empty()
-                        && !s.chars().any(|c| {
-                            c.is_whitespace() || c.is_control() || c == '"' || c == '='
-                        }) =>
-                {
-                    s.clone()
-                }
+                Value::String(s) => format_text(s),
                 Value::Number(n) => n
                     .as_f64()
                     .filter(|_| n.is_f64())
@@ -197,6 +264,20 @@ pub fn render_attributes(attributes: &Map<String, Value>) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A string bare, or JSON-quoted when it is empty or has a space, a control
+/// character, a quote or `=`.
+fn format_text(text: &str) -> String {
+    let bare = !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=');
+    if bare {
+        text.to_string()
+    } else {
+        Value::from(text).to_string()
+    }
 }
 
 fn format_age(ms: u64) -> String {
@@ -314,6 +395,60 @@ mod tests {
             ),
             "{table}"
         );
+    }
+
+    #[test]
+    fn message_matchers_and_counts_print_in_conditions() {
+        let toxic = crate::views::toxic_from_json(json!({
+            "name": "beats", "type": "message_loss", "attributes": {"probability": 1},
+            "match": {"message": {"kind": "heartbeat", "json": {"pointer": "/type", "equals": "next"}}},
+            "count": {"after": 10, "every": 3, "limit": 5}
+        }))
+        .expect("valid test input");
+        assert_eq!(
+            render_conditions(&toxic),
+            r#"kind=heartbeat json:/type=="next" count: after 10, every 3, limit 5"#
+        );
+        let table = render_toxic_answer("Added toxic {}.", &toxic);
+        assert_eq!(
+            table.lines().nth(1),
+            Some("NAME   TYPE          STREAM      TOXICITY  ATTRIBUTES     CONDITIONS")
+        );
+        assert!(
+            table.ends_with(
+                "probability=1  kind=heartbeat json:/type==\"next\" count: after 10, every 3, limit 5\n"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn every_condition_in_order() {
+        let toxic = crate::views::toxic_from_json(json!({
+            "name": "n", "type": "close",
+            "match": {"subprotocol": "graphql-ws",
+                      "message": {"opcode": "text", "contains": "a b", "regex": "^\\d+$",
+                                  "json": {"pointer": "/payload/id", "exists": false}}},
+            "count": {"limit": 1},
+            "schedule": {"start_after": 5}
+        }))
+        .expect("valid test input");
+        assert_eq!(
+            render_conditions(&toxic),
+            r#"match={"subprotocol":"graphql-ws"} opcode=text contains="a b" regex=^\d+$ json:/payload/id absent count: after 0, every 1, limit 1 schedule={"duration":0,"period":0,"start_after":5}"#
+        );
+        let exists = crate::views::toxic_from_json(json!({
+            "type": "duplicate", "match": {"message": {"json": {"pointer": "/id", "exists": true}}},
+            "count": {"every": 2}
+        }))
+        .expect("valid test input");
+        assert_eq!(
+            render_conditions(&exists),
+            "json:/id exists count: after 0, every 2"
+        );
+        let plain = crate::views::toxic_from_json(json!({"type": "latency"})).expect("valid");
+        assert_eq!(render_conditions(&plain), "");
+        assert!(!render_toxics(&[plain]).contains("CONDITIONS"));
     }
 
     #[test]

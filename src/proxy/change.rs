@@ -223,3 +223,41 @@ fn set<T: Clone>(field: &mut T, value: &Option<T>) {
         *field = value.clone();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_toxic_patch_replaces_match_and_count_when_given() {
+        let current: ToxicSpec = serde_json::from_value(json!({
+            "name": "n", "type": "latency", "attributes": {"latency": 1},
+            "match": {"path": "/a"}, "count": {"after": 1, "every": 2}
+        }))
+        .expect("valid test input");
+        let keep: ToxicPatch = serde_json::from_value(json!({"toxicity": 0.5})).expect("patch");
+        let kept = keep.apply(&current).expect("applies");
+        assert_eq!(
+            (kept.matcher, kept.count),
+            (current.matcher.clone(), current.count.clone())
+        );
+        let patch: ToxicPatch = serde_json::from_value(json!({
+            "match": {"message": {"kind": "heartbeat"}}, "count": {"limit": 5}
+        }))
+        .expect("patch");
+        let patched = patch.apply(&current).expect("applies");
+        assert_eq!(
+            serde_json::to_value(&patched).expect("json")["match"],
+            json!({"message": {"kind": "heartbeat"}})
+        );
+        assert_eq!(
+            patched.count,
+            Some(CountSpec {
+                after: 0,
+                every: 1,
+                limit: Some(5)
+            })
+        );
+    }
+}
