@@ -3,8 +3,10 @@
 #
 # Installs what the tests need (idempotent): Debian packages (prometheus for
 # promtool and the scrape test, debootstrap for the compose-stack test), and
-# a Python venv in .venv with websockets, kosoku (Autobahn cases) and
-# toxiproxy-python. Then: fmt check, clippy, and the whole cargo test suite.
+# a Python venv in .venv with tests/requirements.txt: websockets, kosoku
+# (Autobahn cases), toxiproxy-python, and the third-party services and
+# clients (python-socketio + uvicorn + aiohttp, strawberry-graphql, gql).
+# Then: fmt check, clippy, and the whole cargo test suite.
 # WSFAULT_REQUIRE_TOOLS=1 makes a missing tool a test failure, not a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import websockets, kosoku, toxiproxy' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import websockets, kosoku, toxiproxy, socketio, engineio, aiohttp, uvicorn, strawberry.asgi, gql.transport.websockets' >/dev/null 2>&1; then
   echo "== installing Python test tools"
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi

@@ -13,6 +13,9 @@
 //!   for the admin API, echo servers (in-process and Python).
 //! - [`load`]: the echo server in-process, a deliberately broken server, a
 //!   lossy forwarder and an XML check for the load-client tests.
+//! - [`services`]: third-party services and clients from PyPI (Socket.IO,
+//!   GraphQL, a JSON feed) started from tests/py/, and `wsfault proxy` as a
+//!   child process to put between them.
 //!
 //! Each test binary uses only part of this, hence `allow(dead_code)` here
 //! and `allow(unused_imports)` on the re-exports.
@@ -21,6 +24,7 @@
 pub mod load;
 pub mod ports;
 pub mod procs;
+pub mod services;
 pub mod tools;
 pub mod wait;
 pub mod ws;
@@ -31,6 +35,8 @@ pub use load::*;
 pub use ports::*;
 #[allow(unused_imports)]
 pub use procs::*;
+#[allow(unused_imports)]
+pub use services::*;
 #[allow(unused_imports)]
 pub use tools::*;
 #[allow(unused_imports)]
