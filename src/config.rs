@@ -654,6 +654,6 @@ mod tests {
                 }
             }
         }
-        assert!(loaded >= 18, "only {loaded} scenarios found");
+        assert!(loaded >= 20, "only {loaded} scenarios found");
     }
 }
