@@ -329,6 +329,28 @@ impl Frame {
     pub fn close_code(&self) -> u16 {
         close_code_of(&self.payload, self.header.mask)
     }
+
+    /// Takes the frame whose already parsed `header` starts `src` off the
+    /// front of `src`; `None` (and `src` untouched) when `src` holds less
+    /// than the whole frame. Payloads below 4 KiB are copied out: a
+    /// split-off `Bytes` would keep the whole read buffer (32 KiB) alive for
+    /// as long as a toxic holds the frame, and the next read would allocate
+    /// a new one. Longer payloads share the buffer.
+    pub fn split_from(header: FrameHeader, src: &mut BytesMut) -> Option<Frame> {
+        if (src.len() as u64) < header.wire_len() {
+            return None;
+        }
+        src.advance(header.header_len);
+        let len = header.payload_len as usize;
+        let payload = if len < COPY_PAYLOADS_BELOW {
+            let payload = Bytes::copy_from_slice(&src[..len]);
+            src.advance(len);
+            payload
+        } else {
+            src.split_to(len).freeze()
+        };
+        Some(Frame { header, payload })
+    }
 }
 
 /// Reads the close code from a (possibly masked) close payload; 1005 if absent.
@@ -392,19 +414,7 @@ impl tokio_util::codec::Decoder for FrameCodec {
             src.reserve(total - src.len());
             return Ok(None);
         }
-        src.advance(header.header_len);
-        let len = header.payload_len as usize;
-        // A small payload is copied out: a split-off `Bytes` would keep the
-        // whole read buffer (32 KiB) alive for as long as a toxic holds the
-        // frame, and the next read would allocate a new one.
-        let payload = if len < COPY_PAYLOADS_BELOW {
-            let payload = Bytes::copy_from_slice(&src[..len]);
-            src.advance(len);
-            payload
-        } else {
-            src.split_to(len).freeze()
-        };
-        Ok(Some(Frame { header, payload }))
+        Ok(Frame::split_from(header, src))
     }
 }
 
@@ -505,6 +515,23 @@ mod tests {
                 "{len}-byte payload"
             );
         }
+    }
+
+    #[test]
+    fn split_from_takes_one_whole_frame_or_nothing() {
+        let first = Frame::build(true, 0, Opcode::Text, b"one", Some([1, 2, 3, 4]));
+        let second = Frame::build(true, 0, Opcode::Binary, &[7u8; 300], None);
+        let mut wire = BytesMut::new();
+        first.encode(&mut wire);
+        second.encode(&mut wire);
+        let header = parse_header(&wire).expect("valid").expect("complete");
+        assert_eq!(Frame::split_from(header, &mut wire), Some(first));
+        let header = parse_header(&wire).expect("valid").expect("complete");
+        let mut short = BytesMut::from(&wire[..wire.len() - 1]);
+        assert_eq!(Frame::split_from(header, &mut short), None);
+        assert_eq!(short.len(), wire.len() - 1, "a short buffer is left as is");
+        assert_eq!(Frame::split_from(header, &mut wire), Some(second));
+        assert!(wire.is_empty());
     }
 
     #[test]

@@ -142,8 +142,8 @@ impl Metrics {
             messages: counter_vec(
                 &registry,
                 "wsfault_messages_total",
-                "Complete data messages read by the proxy.",
-                &["proxy", "stream"],
+                "Complete data messages read by the proxy, by kind under the connection's protocol profile.",
+                &["proxy", "stream", "kind"],
             ),
             bytes: counter_vec(
                 &registry,
@@ -192,7 +192,10 @@ impl Metrics {
                 self.frames
                     .with_label_values(&[proxy, stream.label(), op.label()])
             }),
-            messages: self.messages.with_label_values(&[proxy, stream.label()]),
+            messages: MESSAGE_KINDS.map(|kind| {
+                self.messages
+                    .with_label_values(&[proxy, stream.label(), kind])
+            }),
             bytes: self.bytes.with_label_values(&[proxy, stream.label()]),
             relay_delay: self.relay_delay.with_label_values(&[proxy, stream.label()]),
         };
@@ -212,13 +215,22 @@ impl Metrics {
     }
 }
 
+/// The `kind` label values of `wsfault_messages_total`: the four kinds in
+/// [`Kind::index`](crate::protocols::Kind::index) order, then `unclassified` for messages of an
+/// application profile on a stream where no toxic asked for kinds (they are
+/// not looked into, to keep the relay's fast path).
+pub const MESSAGE_KINDS: [&str; 5] = ["data", "heartbeat", "handshake", "close", "unclassified"];
+
+/// Index of `unclassified` in [`MESSAGE_KINDS`].
+pub const UNCLASSIFIED: usize = 4;
+
 /// Pre-resolved counters of one stream of one proxy.
 #[derive(Clone)]
 pub struct StreamMetrics {
     /// `wsfault_frames_total`, indexed by [`Opcode::index`].
     pub frames: [IntCounter; 6],
-    /// `wsfault_messages_total`.
-    pub messages: IntCounter,
+    /// `wsfault_messages_total`, indexed like [`MESSAGE_KINDS`].
+    pub messages: [IntCounter; 5],
     /// `wsfault_bytes_total`.
     pub bytes: IntCounter,
     /// `wsfault_relay_delay_seconds`.

@@ -376,7 +376,11 @@ async fn a_real_prometheus_scrapes_the_admin_listener() {
             continue;
         }
         up = prometheus_query(prom, "up").await;
-        messages = prometheus_query(prom, "wsfault_messages_total{stream=\"upstream\"}").await;
+        messages = prometheus_query(
+            prom,
+            "wsfault_messages_total{stream=\"upstream\",kind=\"data\"}",
+        )
+        .await;
         let target_up = up["data"]["result"][0]["value"][1] == "1";
         let seen = messages["data"]["result"][0]["value"][1] == "1";
         if target_up && seen {

@@ -173,6 +173,17 @@ impl ActiveToxic {
         self.active = active;
     }
 
+    /// The toxic is being removed or replaced: what its state still holds
+    /// (a `reorder`'s message) is handed out, as when its window closes.
+    pub fn release_on_removal(&mut self, base: &ChainCx<'_>, out: &mut Vec<Output>) {
+        if !self.active {
+            return;
+        }
+        let mut cx = Self::make_cx(&mut self.rng, out, base, base.now);
+        self.state.on_stop(&mut cx);
+        Self::count(&self.actions, &self.skips, &cx);
+    }
+
     /// Tells the state its window closed, if it did since the last call:
     /// what it releases goes out now, before anything else.
     fn stop_if_due(&mut self, base: &ChainCx<'_>, out: &mut Vec<Output>) {

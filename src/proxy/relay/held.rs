@@ -1,0 +1,173 @@
+//! The held-frame queue: what the toxic chain put out, each item with its
+//! release instant, written in order once due. It is bounded
+//! ([`MAX_QUEUED_BYTES`]): a link stops reading while it is full, so a slow
+//! writer (or a long hold) pushes back on the sender through TCP. Release
+//! times are waited for on a timerfd ([`precise_sleep_until`]).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use prometheus::local::LocalHistogram;
+
+use super::io::write_all;
+use super::link::{End, Link};
+use crate::toxics::{EndAction, Item, Output};
+
+/// A link stops reading while this many bytes wait in its toxic queue.
+const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+
+/// Waits until `deadline`, never less, with sub-millisecond precision.
+/// tokio's timer rounds deadlines up to whole milliseconds (a held frame
+/// would wait 0.5 ms too long on average); async-io's timer wakes on a
+/// timerfd and is late by microseconds. Held frames' release times and the
+/// toxics' own deadlines go through here.
+pub(super) async fn precise_sleep_until(deadline: Instant) {
+    async_io::Timer::at(deadline).await;
+}
+
+/// The earlier of two optional instants.
+#[inline]
+pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Whether released frames reach the writer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Gate {
+    /// Frames and raw bytes are written (false while closing or
+    /// blackholing: they are dropped, but still leave the queue).
+    pub relaying: bool,
+    /// The writer's side was shut: nothing is written at all.
+    pub writer_shut: bool,
+}
+
+/// The queue of one link.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Items in write order, each with the instant its frame was read.
+    queue: VecDeque<(Output, Instant)>,
+    /// Wire bytes of the frames and raw bytes in `queue`.
+    queued_bytes: usize,
+    /// The bytes of one release, kept between releases.
+    out: BytesMut,
+}
+
+impl Held {
+    /// Whether nothing is held.
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether the queue has room, i.e. the link may read.
+    #[inline]
+    pub(super) fn has_room(&self) -> bool {
+        self.queued_bytes < MAX_QUEUED_BYTES
+    }
+
+    /// When the first item is due.
+    #[inline]
+    pub(super) fn next_release(&self) -> Option<Instant> {
+        self.queue.front().map(|(o, _)| o.not_before)
+    }
+
+    /// When the last item is due.
+    pub(super) fn last_release(&self) -> Option<Instant> {
+        self.queue.back().map(|(o, _)| o.not_before)
+    }
+
+    /// Queues one output of the chain; `read_at` is when its frame was read.
+    pub(super) fn push(&mut self, output: Output, read_at: Instant) {
+        let size = match &output.item {
+            Item::Frame(f) => f.wire_len(),
+            Item::Raw(b) => b.len(),
+            _ => 0,
+        };
+        self.queued_bytes += size;
+        self.queue.push_back((output, read_at));
+    }
+
+    /// Makes everything held due by `now` (a toxic that held it was removed).
+    pub(super) fn expedite(&mut self, now: Instant) {
+        for (output, _) in self.queue.iter_mut() {
+            output.not_before = output.not_before.min(now);
+        }
+    }
+
+    /// Writes every queued item whose release time has come, in order, in
+    /// one write, and observes each frame's delay. Stops at an end item: a
+    /// FIN ends the link with [`End::Eof`]; a toxic's end is handed to
+    /// `on_end` before the write, and a resulting [`End::Closed`] (close
+    /// frames are on their way to both links) lets the link go on.
+    pub(super) async fn release_due(
+        &mut self,
+        now: Instant,
+        gate: Gate,
+        link: &Link,
+        delay: &mut LocalHistogram,
+        on_end: impl FnOnce(EndAction) -> End,
+    ) -> Result<(), End> {
+        let mut end = None;
+        let mut written: u64 = 0;
+        self.out.clear();
+        let mut delays: Vec<Instant> = Vec::new();
+        while let Some((front, _)) = self.queue.front() {
+            if front.not_before > now {
+                break;
+            }
+            let Some((output, read_at)) = self.queue.pop_front() else {
+                break;
+            };
+            match output.item {
+                Item::Frame(frame) => {
+                    self.queued_bytes -= frame.wire_len();
+                    if gate.relaying {
+                        frame.encode(&mut self.out);
+                        written += 1;
+                        delays.push(read_at);
+                    }
+                }
+                Item::Raw(bytes) => {
+                    self.queued_bytes -= bytes.len();
+                    if gate.relaying {
+                        self.out.extend_from_slice(&bytes);
+                    }
+                }
+                Item::Eof => {
+                    end = Some(End::Eof);
+                    break;
+                }
+                Item::End(action) => {
+                    end = Some(on_end(action));
+                    break;
+                }
+            }
+        }
+        if !self.out.is_empty() && !gate.writer_shut {
+            let out = std::mem::take(&mut self.out);
+            let result = write_all(&link.writer, &out, &link.conn, link.stream).await;
+            self.out = out;
+            self.out.clear();
+            if result.is_err() {
+                return Err(End::Reset);
+            }
+            let done = Instant::now();
+            for read_at in delays {
+                delay.observe(done.saturating_duration_since(read_at).as_secs_f64());
+            }
+            if written > 0 {
+                delay.flush();
+            }
+        }
+        match end {
+            // A toxic close: both links got their close command.
+            Some(End::Closed) | None => Ok(()),
+            Some(end) => Err(end),
+        }
+    }
+}
