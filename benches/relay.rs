@@ -502,6 +502,21 @@ async fn main() {
         let (base, never) = (median(bases), median(nevers));
         println!("- never-triggering toxics, 100 conns × 64 B: {:.0} msg/s vs {:.0} with none = {:.3}× (target ≥ 0.95×)", never.mps, base.mps, never.mps / base.mps);
 
+        // Message matchers that never match (interleaved: none, kind, regex).
+        let (mut nones, mut kinds, mut regexes) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds.max(2) {
+            nones.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"kind-never","type":"message_loss","stream":"downstream","attributes":{"probability":1},"match":{"message":{"kind":"close"}}}"#).await;
+            kinds.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            admin_delete(admin_addr, "/proxies/default/toxics/kind-never").await;
+            admin_post(admin_addr, "/proxies/default/toxics", r#"{"name":"regex-never","type":"message_loss","stream":"downstream","attributes":{"probability":1},"match":{"message":{"regex":"^never[0-9]+$"}}}"#).await;
+            regexes.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            admin_delete(admin_addr, "/proxies/default/toxics/regex-never").await;
+        }
+        let (none, kind, regex) = (median(nones), median(kinds), median(regexes));
+        println!("- `match.message.kind` that never matches, 100 conns × 64 B: {:.0} msg/s vs {:.0} with no toxic = {:.3}× (target ≥ 0.95×)", kind.mps, none.mps, kind.mps / none.mps);
+        println!("- payload `regex` that never matches, 100 conns × 64 B: {:.0} msg/s vs {:.0} with no toxic = {:.3}× (target ≥ 0.85×)", regex.mps, none.mps, regex.mps / none.mps);
+
         // 100 ms latency at 1000 connections × 10 msg/s.
         let lat_conns = if quick { 200 } else { 1000 };
         let direct = run_load(echo_addr, lat_conns, 64, secs, Some(10.0)).await.0;

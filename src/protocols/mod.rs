@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::frame::Opcode;
 
 /// What a message is for, the same words under every profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Application payload.
@@ -70,6 +70,19 @@ impl Kind {
     }
 }
 
+impl<'de> Deserialize<'de> for Kind {
+    /// Through [`Kind::parse`], so a bad value is reported as
+    /// `match.message.kind "ping" is invalid: valid choices are …`.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Kind::parse(&text).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "match.message.kind {text:?} is invalid: valid choices are data, heartbeat, handshake, close"
+            ))
+        })
+    }
+}
+
 /// What a profile sees of the upgrade to claim a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Handshake<'a> {
@@ -93,6 +106,12 @@ pub trait Profile: Sync + fmt::Debug {
     /// (unmasked first frame), when no profile claimed the handshake.
     fn claims_first_message(&self, _payload: &[u8]) -> bool {
         false
+    }
+
+    /// Whether [`Profile::classify`] looks at payloads (false only for
+    /// `none`, whose data messages are all data): callers skip unmasking.
+    fn reads_payload(&self) -> bool {
+        true
     }
 
     /// The kind of a data message (text or binary) from its first frame's

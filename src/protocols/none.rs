@@ -17,6 +17,10 @@ impl Profile for NoProfile {
         false
     }
 
+    fn reads_payload(&self) -> bool {
+        false
+    }
+
     fn classify(&self, _opcode: Opcode, _payload: &[u8], _fin: bool) -> Kind {
         Kind::Data
     }

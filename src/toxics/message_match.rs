@@ -12,13 +12,27 @@ use crate::frame::Opcode;
 use crate::protocols::Kind;
 
 /// The data opcodes a matcher can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataOpcode {
     /// Text messages.
     Text,
     /// Binary messages.
     Binary,
+}
+
+impl<'de> Deserialize<'de> for DataOpcode {
+    /// A bad value names the field and the valid choices.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        match text.as_ref() {
+            "text" => Ok(DataOpcode::Text),
+            "binary" => Ok(DataOpcode::Binary),
+            other => Err(serde::de::Error::custom(format!(
+                "match.message.opcode {other:?} is invalid: valid choices are text, binary"
+            ))),
+        }
+    }
 }
 
 /// `match.message.json`: an RFC 6901 pointer and what must be there.

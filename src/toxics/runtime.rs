@@ -117,8 +117,8 @@ impl ActiveToxic {
                     .as_ref()
                     .is_none_or(|c| c.decide(&mut self.count_state));
         };
-        let plain =
-            (matcher.needs_kind() || matcher.needs_payload()).then(|| frame.plain_payload());
+        let reads_kind = matcher.needs_kind() && base.profile.reads_payload();
+        let plain = (reads_kind || matcher.needs_payload()).then(|| frame.plain_payload());
         let kind = matcher.needs_kind().then(|| {
             crate::protocols::classify(
                 base.profile,

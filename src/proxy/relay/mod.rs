@@ -448,7 +448,11 @@ impl State {
                 let opcode = frame.header.opcode;
                 if classify && opcode.is_data() {
                     if opcode != Opcode::Continuation {
-                        let plain = frame.plain_payload();
+                        let plain = if profile.reads_payload() {
+                            frame.plain_payload()
+                        } else {
+                            bytes::Bytes::new()
+                        };
                         *message_kind = Some(crate::protocols::classify(
                             profile,
                             opcode,
