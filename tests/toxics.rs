@@ -1633,3 +1633,32 @@ async fn limit_data_on_a_frame_boundary_delivers_whole_frames() {
         "the server is cut too"
     );
 }
+
+/// `match.message`: messages a toxic passes by are not delayed by it, not
+/// even behind a message it holds; whole messages stay whole.
+#[tokio::test]
+async fn messages_a_toxic_passes_by_overtake_what_it_holds() {
+    let (proxy, addr, upstream) = setup(Some(1)).await;
+    let (mut client, mut server) = raw_pair(addr, &upstream).await;
+    proxy
+        .toxic(
+            "p",
+            json!({"type": "latency", "stream": "downstream", "attributes": {"latency": 1500},
+                   "match": {"message": {"contains": "slow"}}}),
+        )
+        .await;
+    let start = Instant::now();
+    server.send(true, 0, Opcode::Text, b"slow-1").await;
+    server.send(false, 0, Opcode::Text, b"fast-").await;
+    server.send(true, 0, Opcode::Continuation, b"1").await;
+    server.send(true, 0, Opcode::Text, b"fast-2").await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let frame = client.recv().await;
+        got.push((text(&frame), frame.header.fin, ms_since(start)));
+    }
+    let order: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(order, ["fast-", "1", "fast-2", "slow-1"], "{got:?}");
+    assert!(got[2].2 < 1000, "fast-2 waited behind slow-1: {got:?}");
+    assert!(got[3].2 >= 1500, "slow-1 not held: {got:?}");
+}

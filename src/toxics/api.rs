@@ -76,10 +76,25 @@ pub enum Item {
 /// An item with its release time.
 #[derive(Debug, Clone)]
 pub struct Output {
-    /// Not written before this instant (order is kept regardless).
+    /// Not written before this instant (order is kept, but see `overtake`).
     pub not_before: Instant,
     /// What to write.
     pub item: Item,
+    /// A toxic's `match.message`/`count` passed this frame by: once due, it
+    /// may be written before frames held longer by that toxic, as long as
+    /// whole messages stay whole (non-matching messages are not delayed).
+    pub overtake: bool,
+}
+
+impl Output {
+    /// An item released no earlier than `not_before`, in order.
+    pub fn at(not_before: Instant, item: Item) -> Output {
+        Output {
+            not_before,
+            item,
+            overtake: false,
+        }
+    }
 }
 
 /// Everything a toxic instance sees while handling one item.
@@ -107,7 +122,7 @@ pub struct ToxicCx<'a> {
 impl ToxicCx<'_> {
     /// Emits an item released no earlier than `not_before`.
     pub fn emit_at(&mut self, item: Item, not_before: Instant) {
-        self.out.push(Output { not_before, item });
+        self.out.push(Output::at(not_before, item));
     }
     /// Emits an item as soon as it is ready.
     pub fn emit(&mut self, item: Item) {

@@ -227,7 +227,11 @@ impl ActiveToxic {
     pub fn process(&mut self, input: Output, base: &ChainCx<'_>, out: &mut Vec<Output>) {
         self.refresh_active(base.now);
         self.stop_if_due(base, out);
-        let Output { not_before, item } = input;
+        let Output {
+            not_before,
+            item,
+            overtake,
+        } = input;
         match item {
             Item::Frame(frame) => {
                 let (starts, _) = self.tracker.observe(&frame);
@@ -246,6 +250,7 @@ impl ActiveToxic {
                         out.push(Output {
                             not_before,
                             item: Item::Frame(frame),
+                            overtake: true,
                         });
                         return;
                     }
@@ -263,6 +268,7 @@ impl ActiveToxic {
                     out.push(Output {
                         not_before,
                         item: Item::Frame(frame),
+                        overtake,
                     });
                     return;
                 }
@@ -278,6 +284,7 @@ impl ActiveToxic {
             other => out.push(Output {
                 not_before,
                 item: other,
+                overtake,
             }),
         }
     }
@@ -472,10 +479,7 @@ mod tests {
             message_payload: None,
         };
         let mut out = Vec::new();
-        let input = Output {
-            not_before: now,
-            item: Item::Frame(frame),
-        };
+        let input = Output::at(now, Item::Frame(frame));
         run_chain(chain, input, &cx, &mut out);
         out.iter()
             .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))

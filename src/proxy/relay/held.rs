@@ -55,6 +55,9 @@ pub(super) struct Held {
     queued_bytes: usize,
     /// The bytes of one release, kept between releases.
     out: BytesMut,
+    /// A data message was partly written (its FIN not yet): nothing may
+    /// overtake into the middle of it.
+    mid_message: bool,
 }
 
 impl Held {
@@ -99,6 +102,83 @@ impl Held {
         }
     }
 
+    /// The next item that may be written before the (not yet due) front:
+    /// a due frame a toxic's `match.message`/`count` passed by, either a
+    /// control frame or, between messages, the first frame of a whole due
+    /// message (its other frames follow as the front moves on). Nothing
+    /// passes an end item, and a message's frames never get split.
+    fn overtaking(&mut self, now: Instant) -> Option<(Output, Instant)> {
+        let mut open_message = self.mid_message;
+        let mut found = None;
+        for (i, (output, _)) in self.queue.iter().enumerate() {
+            let Item::Frame(frame) = &output.item else {
+                break;
+            };
+            let opcode = frame.header.opcode;
+            let due = output.overtake && output.not_before <= now;
+            if opcode.is_control() {
+                if due {
+                    found = Some(i);
+                    break;
+                }
+                continue;
+            }
+            if !open_message && due && self.whole_and_due(i, now) {
+                found = Some(i);
+                break;
+            }
+            open_message = !frame.header.fin;
+        }
+        let i = found?;
+        let (output, read_at) = self.queue.remove(i)?;
+        if let Item::Frame(frame) = &output.item {
+            if frame.header.opcode.is_data() && !frame.header.fin {
+                // Its continuation frames jump the queue with it.
+                let mut rest = Vec::new();
+                let mut j = i;
+                while j < self.queue.len() {
+                    let is_part = matches!(&self.queue[j].0.item,
+                        Item::Frame(f) if f.header.opcode == crate::frame::Opcode::Continuation);
+                    if is_part {
+                        if let Some(part) = self.queue.remove(j) {
+                            let last = matches!(&part.0.item, Item::Frame(f) if f.header.fin);
+                            rest.push(part);
+                            if last {
+                                break;
+                            }
+                        }
+                    } else {
+                        j += 1;
+                    }
+                }
+                for (k, part) in rest.into_iter().enumerate() {
+                    self.queue.insert(k, part);
+                }
+            }
+        }
+        Some((output, read_at))
+    }
+
+    /// Whether the data message starting at `i` has all its frames queued,
+    /// due and passed by (control frames between them are left in place).
+    fn whole_and_due(&self, i: usize, now: Instant) -> bool {
+        for (output, _) in self.queue.iter().skip(i) {
+            let Item::Frame(frame) = &output.item else {
+                return false;
+            };
+            if frame.header.opcode.is_control() {
+                continue;
+            }
+            if !(output.overtake && output.not_before <= now) {
+                return false;
+            }
+            if frame.header.fin {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Writes every queued item whose release time has come, in order, in
     /// one write, and observes each frame's delay. Stops at an end item: a
     /// FIN ends the link with [`End::Eof`]; a toxic's end is handed to
@@ -116,16 +196,21 @@ impl Held {
         let mut written: u64 = 0;
         self.out.clear();
         let mut delays: Vec<Instant> = Vec::new();
-        while let Some((front, _)) = self.queue.front() {
-            if front.not_before > now {
-                break;
-            }
-            let Some((output, read_at)) = self.queue.pop_front() else {
+        loop {
+            let next = match self.queue.front() {
+                Some((front, _)) if front.not_before <= now => self.queue.pop_front(),
+                Some(_) => self.overtaking(now),
+                None => None,
+            };
+            let Some((output, read_at)) = next else {
                 break;
             };
             match output.item {
                 Item::Frame(frame) => {
                     self.queued_bytes -= frame.wire_len();
+                    if frame.header.opcode.is_data() {
+                        self.mid_message = !frame.header.fin;
+                    }
                     if gate.relaying {
                         frame.encode(&mut self.out);
                         written += 1;

@@ -278,20 +278,14 @@ impl State {
         for part in std::mem::take(&mut self.gathering) {
             self.toxics
                 .step(now, &self.link, &mut self.held, |chain, base, out| {
-                    let input = Output {
-                        not_before: now,
-                        item: Item::Frame(part),
-                    };
+                    let input = Output::at(now, Item::Frame(part));
                     run_chain(chain, input, base, out);
                 });
         }
         let ready = self.held.last_release().map_or(now, |t| t.max(now));
         self.toxics
             .step(now, &self.link, &mut self.held, |chain, base, out| {
-                let eof = Output {
-                    not_before: ready,
-                    item: Item::Eof,
-                };
+                let eof = Output::at(ready, Item::Eof);
                 run_chain(chain, eof, base, out);
             });
         // Stop reading: drain the queue and finish.
@@ -480,19 +474,13 @@ impl State {
                     }
                     for part in gathering.drain(..) {
                         toxics.step_message(now, link, held, Some(&payload), |chain, base, out| {
-                            let input = Output {
-                                not_before: now,
-                                item: Item::Frame(part),
-                            };
+                            let input = Output::at(now, Item::Frame(part));
                             run_chain(chain, input, base, out);
                         });
                     }
                 } else {
                     toxics.step(now, link, held, |chain, base, out| {
-                        let input = Output {
-                            not_before: now,
-                            item: Item::Frame(frame),
-                        };
+                        let input = Output::at(now, Item::Frame(frame));
                         run_chain(chain, input, base, out);
                     });
                 }
