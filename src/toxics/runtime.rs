@@ -366,6 +366,11 @@ pub fn run_chain(
     base: &ChainCx<'_>,
     out: &mut Vec<Output>,
 ) {
+    // One toxic (the common case): straight into `out`, no allocation.
+    if let [only] = chain {
+        only.process(input, base, out);
+        return;
+    }
     let mut current = vec![input];
     let mut next = Vec::new();
     for toxic in chain.iter_mut() {

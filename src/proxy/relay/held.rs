@@ -55,6 +55,9 @@ pub(super) struct Held {
     queued_bytes: usize,
     /// The bytes of one release, kept between releases.
     out: BytesMut,
+    /// When each written frame was read, for the delay histogram (kept
+    /// between releases).
+    delays: Vec<Instant>,
     /// A data message was partly written (its FIN not yet): nothing may
     /// overtake into the middle of it.
     mid_message: bool,
@@ -195,7 +198,8 @@ impl Held {
         let mut end = None;
         let mut written: u64 = 0;
         self.out.clear();
-        let mut delays: Vec<Instant> = Vec::new();
+        let mut delays = std::mem::take(&mut self.delays);
+        delays.clear();
         loop {
             let next = match self.queue.front() {
                 Some((front, _)) if front.not_before <= now => self.queue.pop_front(),
@@ -242,13 +246,15 @@ impl Held {
                 return Err(End::Reset);
             }
             let done = Instant::now();
-            for read_at in delays {
+            for read_at in delays.drain(..) {
                 delay.observe(done.saturating_duration_since(read_at).as_secs_f64());
             }
             if written > 0 {
                 delay.flush();
             }
         }
+        delays.clear();
+        self.delays = delays;
         match end {
             // A toxic close: both links got their close command.
             Some(End::Closed) | None => Ok(()),
