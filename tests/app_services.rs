@@ -12,33 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// The values of `field` in the lines whose `"event"` is one of `names`, in order.
-fn field_of(events: &[Value], names: &[&str], field: &str) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| names.iter().any(|n| e["event"] == *n))
-        .map(|e| e[field].clone())
-        .collect()
-}
-
-fn as_u64s(values: Vec<Value>) -> Vec<u64> {
-    values
-        .iter()
-        .map(|v| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}")))
-        .collect()
-}
-
-fn as_strings(values: Vec<Value>) -> Vec<String> {
-    values
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .unwrap_or_else(|| panic!("not a string: {v}"))
-                .to_string()
-        })
-        .collect()
-}
-
 /// Data messages the proxy relayed (both directions).
 fn relayed(proxy: &ProxyProc) -> f64 {
     metric_sum(

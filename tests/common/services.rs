@@ -62,6 +62,40 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The values of `field` in the lines whose `"event"` is one of `names`, in order.
+pub fn field_of(events: &[Value], names: &[&str], field: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| names.iter().any(|n| e["event"] == *n))
+        .map(|e| e[field].clone())
+        .collect()
+}
+
+/// How many lines have `"event"` equal to `name`.
+pub fn count_of(events: &[Value], name: &str) -> u64 {
+    events.iter().filter(|e| e["event"] == name).count() as u64
+}
+
+/// `values` as numbers; panics on one that is not.
+pub fn as_u64s(values: Vec<Value>) -> Vec<u64> {
+    values
+        .iter()
+        .map(|v| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}")))
+        .collect()
+}
+
+/// `values` as strings; panics on one that is not.
+pub fn as_strings(values: Vec<Value>) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("not a string: {v}"))
+                .to_string()
+        })
+        .collect()
+}
+
 /// A Python script of tests/py/ running as a child process, stdout and
 /// stderr going to files; killed (and reaped) on drop.
 pub struct PyProc {
