@@ -262,14 +262,7 @@ fn assert_well_formed_sequence(frames: &[Frame]) {
 /// one PING reached the client, up to the disconnect.
 #[test]
 fn socketio_pings_lost_while_data_flows_the_server_times_out_and_data_arrives_until_then() {
-    let Some(server) = socketio_server(&[
-        "--ping-interval",
-        "1",
-        "--ping-timeout",
-        "1",
-        "--tick-ms",
-        "100",
-    ]) else {
+    let Some(server) = socketio_server(PINGS_1S_TICKS_100MS) else {
         return;
     };
     let proxy = proxy_at(
@@ -446,14 +439,7 @@ fn socketio_pings_lost_and_no_data_the_clients_own_read_timeout_fires_as_transpo
 /// the client's `join` call times out after 5 s (no "joined" line).
 #[test]
 fn socketio_data_lost_the_session_stays_up_and_pings_flow() {
-    let Some(server) = socketio_server(&[
-        "--ping-interval",
-        "1",
-        "--ping-timeout",
-        "1",
-        "--tick-ms",
-        "100",
-    ]) else {
+    let Some(server) = socketio_server(PINGS_1S_TICKS_100MS) else {
         return;
     };
     let proxy = proxy_at(

@@ -25,14 +25,7 @@ fn relayed(proxy: &ProxyProc) -> f64 {
 fn socketio_chat_through_the_proxy_gets_every_broadcast_in_seq_order_and_every_ack() {
     // Heartbeats every second (a ping `2` from the server, a pong `3` from
     // the client) and a tick every 100 ms into the room, sharing its seq.
-    let Some(server) = socketio_server(&[
-        "--ping-interval",
-        "1",
-        "--ping-timeout",
-        "1",
-        "--tick-ms",
-        "100",
-    ]) else {
+    let Some(server) = socketio_server(PINGS_1S_TICKS_100MS) else {
         return;
     };
     let proxy = ProxyProc::start(&server.addr.to_string(), &[]);

@@ -269,6 +269,17 @@ impl PyService {
     }
 }
 
+/// [`socketio_server`] flags: a ping every second, a pong due within one,
+/// and a tick every 100 ms into each joined room.
+pub const PINGS_1S_TICKS_100MS: &[&str] = &[
+    "--ping-interval",
+    "1",
+    "--ping-timeout",
+    "1",
+    "--tick-ms",
+    "100",
+];
+
 /// `tests/py/socketio_server.py`: a python-socketio chat server (ASGI under
 /// uvicorn), WebSocket transport only. `args` e.g. `["--ping-interval",
 /// "1", "--ping-timeout", "1", "--tick-ms", "100"]`.
