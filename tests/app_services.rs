@@ -124,13 +124,7 @@ fn socketio_client_resumes_a_room_from_a_seq_through_the_proxy() {
     else {
         return;
     };
-    assert!(
-        first
-            .wait(Duration::from_secs(30))
-            .is_some_and(|s| s.success()),
-        "{}",
-        first.both()
-    );
+    first.wait_ok(Duration::from_secs(30));
     let Some(mut second) = socketio_client(
         &url,
         &[
@@ -139,13 +133,7 @@ fn socketio_client_resumes_a_room_from_a_seq_through_the_proxy() {
     ) else {
         return;
     };
-    assert!(
-        second
-            .wait(Duration::from_secs(30))
-            .is_some_and(|s| s.success()),
-        "{}",
-        second.both()
-    );
+    second.wait_ok(Duration::from_secs(30));
     let events = second.events();
     assert_eq!(
         as_u64s(field_of(&events, &["chat"], "seq")),
@@ -233,13 +221,7 @@ fn gql_subscription_through_the_proxy_gets_seq_1_to_30_in_order_and_completes() 
     ) else {
         return;
     };
-    assert!(
-        legacy
-            .wait(Duration::from_secs(30))
-            .is_some_and(|s| s.success()),
-        "{}",
-        legacy.both()
-    );
+    legacy.wait_ok(Duration::from_secs(30));
     let events = legacy.events();
     assert_eq!(
         field_of(&events, &["connected"], "subprotocol"),

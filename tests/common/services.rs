@@ -197,6 +197,13 @@ impl PyProc {
         }
     }
 
+    /// [`wait`](Self::wait)s up to `limit` and asserts that it exited 0,
+    /// with its output in the failure message.
+    pub fn wait_ok(&mut self, limit: Duration) {
+        let status = self.wait(limit);
+        assert!(status.is_some_and(|s| s.success()), "{}", self.both());
+    }
+
     /// Waits for it to exit, at most `limit`; kills it after that. Its exit
     /// status, `None` when it had to be killed.
     pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
