@@ -2,6 +2,9 @@
 //!
 //! Unknown keys, unknown toxic types, out-of-range values and missing
 //! attributes are errors reported as `FILE:LINE:COL: message`.
+//!
+//! (Over 600 lines only with its unit tests, which pin the exact
+//! `FILE:LINE:COL` of each error; the code ends near line 470.)
 
 use std::path::Path;
 

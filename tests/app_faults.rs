@@ -34,27 +34,6 @@ use wsfault::frame::{Frame, Opcode};
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// The values of `field` in the lines whose `"event"` is one of `names`, in order.
-fn field_of(events: &[Value], names: &[&str], field: &str) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| names.iter().any(|n| e["event"] == *n))
-        .map(|e| e[field].clone())
-        .collect()
-}
-
-fn as_u64s(values: Vec<Value>) -> Vec<u64> {
-    values
-        .iter()
-        .map(|v| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}")))
-        .collect()
-}
-
-/// How many lines have `"event"` equal to `name`.
-fn count_of(events: &[Value], name: &str) -> u64 {
-    events.iter().filter(|e| e["event"] == name).count() as u64
-}
-
 /// `POST /proxies/app/toxics`; panics unless 200.
 fn add_toxic(proxy: &ProxyProc, toxic: Value) {
     let (status, body) = proxy.api("POST", "/proxies/app/toxics", Some(&toxic.to_string()));
@@ -112,13 +91,34 @@ fn only<'a>(events: &'a [Value], name: &str, ctx: &dyn Fn() -> String) -> &'a Va
 /// `wsfault proxy` in front of `upstream`, started off the async runtime's
 /// worker, with `toxics` added through the admin API.
 fn proxy_with(upstream: SocketAddr, toxics: &[Value]) -> ProxyProc {
-    tokio::task::block_in_place(|| {
-        let proxy = ProxyProc::start(&upstream.to_string(), &["--seed", "12"]);
-        for toxic in toxics {
-            add_toxic(&proxy, toxic.clone());
-        }
-        proxy
-    })
+    tokio::task::block_in_place(|| proxy_at(upstream, toxics))
+}
+
+/// `wsfault proxy --seed 12` in front of `upstream`, with `toxics` added
+/// through the admin API.
+fn proxy_at(upstream: SocketAddr, toxics: &[Value]) -> ProxyProc {
+    let proxy = ProxyProc::start(&upstream.to_string(), &["--seed", "12"]);
+    for toxic in toxics {
+        add_toxic(&proxy, toxic.clone());
+    }
+    proxy
+}
+
+/// A `message_loss` toxic named `name` on `stream` that loses every
+/// message `matcher` selects.
+fn lose(name: &str, stream: &str, matcher: Value) -> Value {
+    json!({"name": name, "type": "message_loss", "stream": stream,
+           "attributes": {"probability": 1}, "match": matcher})
+}
+
+/// The client's output, then the server's and the proxy's, for a failure message.
+fn story(client: &PyProc, server: &PyService, proxy: &ProxyProc) -> String {
+    format!(
+        "{}\n--- server\n{}\n--- proxy\n{}",
+        client.both(),
+        server.proc.both(),
+        proxy.stderr()
+    )
 }
 
 /// `GET /metrics` from async code.
@@ -262,22 +262,16 @@ fn assert_well_formed_sequence(frames: &[Frame]) {
 /// one PING reached the client, up to the disconnect.
 #[test]
 fn socketio_pings_lost_while_data_flows_the_server_times_out_and_data_arrives_until_then() {
-    let Some(server) = socketio_server(&[
-        "--ping-interval",
-        "1",
-        "--ping-timeout",
-        "1",
-        "--tick-ms",
-        "100",
-    ]) else {
+    let Some(server) = socketio_server(PINGS_1S_TICKS_100MS) else {
         return;
     };
-    let proxy = ProxyProc::start(&server.addr.to_string(), &["--seed", "12"]);
-    add_toxic(
-        &proxy,
-        json!({"name": "no-pings", "type": "message_loss", "stream": "downstream",
-               "attributes": {"probability": 1},
-               "match": {"message": {"kind": "heartbeat"}}}),
+    let proxy = proxy_at(
+        server.addr,
+        &[lose(
+            "no-pings",
+            "downstream",
+            json!({"message": {"kind": "heartbeat"}}),
+        )],
     );
     let url = format!("http://{}", proxy.listen);
     let Some(mut client) = socketio_client(
@@ -297,14 +291,7 @@ fn socketio_pings_lost_while_data_flows_the_server_times_out_and_data_arrives_un
     };
     let protocol = protocol_while_running(&proxy, &mut client);
     let status = client.wait(Duration::from_secs(30));
-    let ctx = || {
-        format!(
-            "{}\n--- server\n{}\n--- proxy\n{}",
-            client.both(),
-            server.proc.both(),
-            proxy.stderr()
-        )
-    };
+    let ctx = || story(&client, &server, &proxy);
     assert!(status.is_some_and(|s| s.success()), "{}", ctx());
     assert_eq!(protocol.as_deref(), Some("socketio"), "{}", ctx());
 
@@ -372,18 +359,18 @@ fn socketio_pings_lost_and_no_data_the_clients_own_read_timeout_fires_as_transpo
     let Some(server) = socketio_server(&["--ping-interval", "1", "--ping-timeout", "1"]) else {
         return;
     };
-    let proxy = ProxyProc::start(&server.addr.to_string(), &["--seed", "12"]);
-    add_toxic(
-        &proxy,
-        json!({"name": "no-pings", "type": "message_loss", "stream": "downstream",
-               "attributes": {"probability": 1},
-               "match": {"message": {"kind": "heartbeat"}}}),
-    );
-    add_toxic(
-        &proxy,
-        json!({"name": "late-close", "type": "latency", "stream": "downstream",
+    let proxy = proxy_at(
+        server.addr,
+        &[
+            lose(
+                "no-pings",
+                "downstream",
+                json!({"message": {"kind": "heartbeat"}}),
+            ),
+            json!({"name": "late-close", "type": "latency", "stream": "downstream",
                "attributes": {"latency": 1500},
                "match": {"message": {"kind": "close"}}}),
+        ],
     );
     let url = format!("http://{}", proxy.listen);
     let Some(mut client) = socketio_client(
@@ -393,14 +380,7 @@ fn socketio_pings_lost_and_no_data_the_clients_own_read_timeout_fires_as_transpo
         return;
     };
     let status = client.wait(Duration::from_secs(30));
-    let ctx = || {
-        format!(
-            "{}\n--- server\n{}\n--- proxy\n{}",
-            client.both(),
-            server.proc.both(),
-            proxy.stderr()
-        )
-    };
+    let ctx = || story(&client, &server, &proxy);
     assert!(status.is_some_and(|s| s.success()), "{}", ctx());
     let events = client.events();
     assert_eq!(count_of(&events, "joined"), 1, "{}", ctx());
@@ -459,22 +439,16 @@ fn socketio_pings_lost_and_no_data_the_clients_own_read_timeout_fires_as_transpo
 /// the client's `join` call times out after 5 s (no "joined" line).
 #[test]
 fn socketio_data_lost_the_session_stays_up_and_pings_flow() {
-    let Some(server) = socketio_server(&[
-        "--ping-interval",
-        "1",
-        "--ping-timeout",
-        "1",
-        "--tick-ms",
-        "100",
-    ]) else {
+    let Some(server) = socketio_server(PINGS_1S_TICKS_100MS) else {
         return;
     };
-    let proxy = ProxyProc::start(&server.addr.to_string(), &["--seed", "12"]);
-    add_toxic(
-        &proxy,
-        json!({"name": "no-data", "type": "message_loss", "stream": "downstream",
-               "attributes": {"probability": 1},
-               "match": {"message": {"kind": "data"}}}),
+    let proxy = proxy_at(
+        server.addr,
+        &[lose(
+            "no-data",
+            "downstream",
+            json!({"message": {"kind": "data"}}),
+        )],
     );
     let url = format!("http://{}", proxy.listen);
     // The connect handler waits 5 s for the (lost) join ack; then 0.5 s more.
@@ -485,14 +459,7 @@ fn socketio_data_lost_the_session_stays_up_and_pings_flow() {
     };
     let protocol = protocol_while_running(&proxy, &mut client);
     let status = client.wait(Duration::from_secs(30));
-    let ctx = || {
-        format!(
-            "{}\n--- server\n{}\n--- proxy\n{}",
-            client.both(),
-            server.proc.both(),
-            proxy.stderr()
-        )
-    };
+    let ctx = || story(&client, &server, &proxy);
     assert!(status.is_some_and(|s| s.success()), "{}", ctx());
     assert_eq!(protocol.as_deref(), Some("socketio"), "{}", ctx());
     let events = client.events();
@@ -545,13 +512,14 @@ fn gql_subscription_loses_exactly_items_13_16_19_22_25_and_completes() {
     let Some(server) = graphql_server(&[]) else {
         return;
     };
-    let proxy = ProxyProc::start(&server.addr.to_string(), &["--seed", "12"]);
-    add_toxic(
-        &proxy,
-        json!({"name": "lose-next", "type": "message_loss", "stream": "downstream",
+    let proxy = proxy_at(
+        server.addr,
+        &[
+            json!({"name": "lose-next", "type": "message_loss", "stream": "downstream",
                "attributes": {"probability": 1},
                "match": {"message": {"json": {"pointer": "/type", "equals": "next"}}},
                "count": {"after": 10, "every": 3, "limit": 5}}),
+        ],
     );
     let url = format!("ws://{}/graphql", proxy.listen);
     let Some(mut client) = graphql_client(&url, &["--to", "30", "--interval-ms", "50"]) else {
@@ -603,11 +571,11 @@ async fn stomp_broker_heartbeats_lost_every_other_frame_arrives_in_order() {
     let upstream = RawUpstream::bind().await;
     let proxy = proxy_with(
         upstream.addr,
-        &[
-            json!({"name": "no-beats", "type": "message_loss", "stream": "downstream",
-                 "attributes": {"probability": 1},
-                 "match": {"message": {"kind": "heartbeat"}}}),
-        ],
+        &[lose(
+            "no-beats",
+            "downstream",
+            json!({"message": {"kind": "heartbeat"}}),
+        )],
     );
     let stomp = [("Sec-WebSocket-Protocol", "v12.stomp")];
     let (mut client, mut broker) = raw_connect(&proxy, &upstream, "/stomp", &stomp, &stomp).await;
@@ -657,12 +625,16 @@ async fn signalr_pings_or_the_handshake_answer_lost_everything_else_arrives_in_o
     let proxy = proxy_with(
         upstream.addr,
         &[
-            json!({"name": "no-pings", "type": "message_loss", "stream": "downstream",
-                   "attributes": {"probability": 1},
-                   "match": {"path": "/hub-a", "message": {"kind": "heartbeat"}}}),
-            json!({"name": "no-answer", "type": "message_loss", "stream": "downstream",
-                   "attributes": {"probability": 1},
-                   "match": {"path": "/hub-b", "message": {"kind": "handshake"}}}),
+            lose(
+                "no-pings",
+                "downstream",
+                json!({"path": "/hub-a", "message": {"kind": "heartbeat"}}),
+            ),
+            lose(
+                "no-answer",
+                "downstream",
+                json!({"path": "/hub-b", "message": {"kind": "handshake"}}),
+            ),
         ],
     );
     const RS: &str = "\u{1e}";
@@ -755,15 +727,21 @@ async fn phoenix_heartbeats_or_joins_lost_everything_else_arrives_in_order() {
     let proxy = proxy_with(
         upstream.addr,
         &[
-            json!({"name": "no-beats-up", "type": "message_loss", "stream": "upstream",
-                   "attributes": {"probability": 1},
-                   "match": {"path": "/socket/*", "message": {"kind": "heartbeat"}}}),
-            json!({"name": "no-beats-down", "type": "message_loss", "stream": "downstream",
-                   "attributes": {"probability": 1},
-                   "match": {"path": "/socket/*", "message": {"kind": "heartbeat"}}}),
-            json!({"name": "no-join", "type": "message_loss", "stream": "upstream",
-                   "attributes": {"probability": 1},
-                   "match": {"path": "/live/*", "message": {"kind": "handshake"}}}),
+            lose(
+                "no-beats-up",
+                "upstream",
+                json!({"path": "/socket/*", "message": {"kind": "heartbeat"}}),
+            ),
+            lose(
+                "no-beats-down",
+                "downstream",
+                json!({"path": "/socket/*", "message": {"kind": "heartbeat"}}),
+            ),
+            lose(
+                "no-join",
+                "upstream",
+                json!({"path": "/live/*", "message": {"kind": "handshake"}}),
+            ),
         ],
     );
     let join = r#"["1","1","room:lobby","phx_join",{"user":"alice"}]"#;

@@ -12,33 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// The values of `field` in the lines whose `"event"` is one of `names`, in order.
-fn field_of(events: &[Value], names: &[&str], field: &str) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| names.iter().any(|n| e["event"] == *n))
-        .map(|e| e[field].clone())
-        .collect()
-}
-
-fn as_u64s(values: Vec<Value>) -> Vec<u64> {
-    values
-        .iter()
-        .map(|v| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}")))
-        .collect()
-}
-
-fn as_strings(values: Vec<Value>) -> Vec<String> {
-    values
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .unwrap_or_else(|| panic!("not a string: {v}"))
-                .to_string()
-        })
-        .collect()
-}
-
 /// Data messages the proxy relayed (both directions).
 fn relayed(proxy: &ProxyProc) -> f64 {
     metric_sum(
@@ -52,14 +25,7 @@ fn relayed(proxy: &ProxyProc) -> f64 {
 fn socketio_chat_through_the_proxy_gets_every_broadcast_in_seq_order_and_every_ack() {
     // Heartbeats every second (a ping `2` from the server, a pong `3` from
     // the client) and a tick every 100 ms into the room, sharing its seq.
-    let Some(server) = socketio_server(&[
-        "--ping-interval",
-        "1",
-        "--ping-timeout",
-        "1",
-        "--tick-ms",
-        "100",
-    ]) else {
+    let Some(server) = socketio_server(PINGS_1S_TICKS_100MS) else {
         return;
     };
     let proxy = ProxyProc::start(&server.addr.to_string(), &[]);
@@ -158,13 +124,7 @@ fn socketio_client_resumes_a_room_from_a_seq_through_the_proxy() {
     else {
         return;
     };
-    assert!(
-        first
-            .wait(Duration::from_secs(30))
-            .is_some_and(|s| s.success()),
-        "{}",
-        first.both()
-    );
+    first.wait_ok(Duration::from_secs(30));
     let Some(mut second) = socketio_client(
         &url,
         &[
@@ -173,13 +133,7 @@ fn socketio_client_resumes_a_room_from_a_seq_through_the_proxy() {
     ) else {
         return;
     };
-    assert!(
-        second
-            .wait(Duration::from_secs(30))
-            .is_some_and(|s| s.success()),
-        "{}",
-        second.both()
-    );
+    second.wait_ok(Duration::from_secs(30));
     let events = second.events();
     assert_eq!(
         as_u64s(field_of(&events, &["chat"], "seq")),
@@ -267,13 +221,7 @@ fn gql_subscription_through_the_proxy_gets_seq_1_to_30_in_order_and_completes() 
     ) else {
         return;
     };
-    assert!(
-        legacy
-            .wait(Duration::from_secs(30))
-            .is_some_and(|s| s.success()),
-        "{}",
-        legacy.both()
-    );
+    legacy.wait_ok(Duration::from_secs(30));
     let events = legacy.events();
     assert_eq!(
         field_of(&events, &["connected"], "subprotocol"),

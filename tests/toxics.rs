@@ -88,19 +88,7 @@ async fn upgrade_status(addr: SocketAddr) -> (u16, String) {
         let mut chunk = [0u8; 4096];
         match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => {
-                let text = String::from_utf8_lossy(&buf).to_string();
-                let status = text
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let body = text
-                    .split_once("\r\n\r\n")
-                    .map(|(_, b)| b.to_string())
-                    .unwrap_or_default();
-                return (status, body);
-            }
+            _ => return status_and_body(&buf),
         }
     }
 }

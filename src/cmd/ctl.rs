@@ -30,6 +30,9 @@
 //!
 //! The hidden verb `health` (`GET /healthz`, exit 0 iff 200) is what the
 //! Docker image's `HEALTHCHECK` and the compose healthchecks run.
+//!
+//! (Long because it is every ctl flag with its help text, one cohesive
+//! clap tree, plus its unit tests from line ~520.)
 
 use std::time::Duration;
 
@@ -584,9 +587,7 @@ mod tests {
 
     #[test]
     fn toxic_add_flags_become_a_new_toxic() {
-        let cli = crate::cmd::Cli::try_parse_from([
-            "wsfault",
-            "ctl",
+        let Ok(Verb::ToxicAdd { proxy, toxic }) = parse(&[
             "toxic",
             "add",
             "chat",
@@ -598,12 +599,7 @@ mod tests {
             "latency=1",
             "-a",
             "latency=2",
-        ])
-        .expect("valid command line");
-        let crate::cmd::Command::Ctl(args) = cli.command else {
-            panic!("ctl");
-        };
-        let Verb::ToxicAdd { proxy, toxic } = verb(args.command) else {
+        ]) else {
             panic!("toxic add");
         };
         assert_eq!(proxy, "chat");
@@ -756,72 +752,49 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{args:?}");
             err.to_string()
         };
-        let err = add(&["--kind", "ping"]);
-        assert!(
-            err.contains("'ping'")
-                && err.contains("--kind")
-                && err.contains("data, heartbeat, handshake, close"),
-            "{err}"
-        );
-        let err = add(&["--opcode", "ping"]);
-        assert!(
-            err.contains("--opcode") && err.contains("text, binary"),
-            "{err}"
-        );
-        let err = add(&["--regex", "(unclosed"]);
-        assert!(
-            err.contains("--regex")
-                && err.contains("not a valid regex")
-                && err.contains("unclosed group"),
-            "{err}"
-        );
-        let err = add(&["--json-pointer", "type", "--json-equals", "1"]);
-        assert!(
-            err.contains("--json-pointer") && err.contains("start with '/'"),
-            "{err}"
-        );
-        let err = add(&["--json-pointer", "/type"]);
-        assert!(
-            err.contains("--json-equals") && err.contains("--json-exists"),
-            "{err}"
-        );
-        let err = add(&["--json-equals", "1"]);
-        assert!(err.contains("--json-pointer"), "{err}");
-        let err = add(&[
-            "--json-pointer",
-            "/a",
-            "--json-equals",
-            "1",
-            "--json-exists",
-            "true",
-        ]);
-        assert!(err.contains("cannot be used with"), "{err}");
-        let err = add(&["--json-pointer", "/a", "--json-exists", "yes"]);
-        assert!(
-            err.contains("'yes'") && err.contains("true, false"),
-            "{err}"
-        );
-        let err = add(&["--count-every", "0"]);
-        assert!(
-            err.contains("--count-every") && err.contains("1 or more"),
-            "{err}"
-        );
-        let err = add(&["--count-after", "-1"]);
-        assert!(
-            err.contains("--count-after") && err.contains("0 or more"),
-            "{err}"
-        );
-        let err = add(&["--count-limit", "many"]);
-        assert!(
-            err.contains("'many'") && err.contains("whole number"),
-            "{err}"
-        );
-        let err = add(&["--match-header", "x-tenant"]);
-        assert!(
-            err.contains("--match-header") && err.contains("K=V"),
-            "{err}"
-        );
-        let err = add(&["--match-header", "bad name=1"]);
-        assert!(err.contains("invalid header name"), "{err}");
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["--kind", "ping"],
+                &["'ping'", "--kind", "data, heartbeat, handshake, close"],
+            ),
+            (&["--opcode", "ping"], &["--opcode", "text, binary"]),
+            (
+                &["--regex", "(unclosed"],
+                &["--regex", "not a valid regex", "unclosed group"],
+            ),
+            (
+                &["--json-pointer", "type", "--json-equals", "1"],
+                &["--json-pointer", "start with '/'"],
+            ),
+            (
+                &["--json-pointer", "/type"],
+                &["--json-equals", "--json-exists"],
+            ),
+            (&["--json-equals", "1"], &["--json-pointer"]),
+            (
+                &[
+                    "--json-pointer",
+                    "/a",
+                    "--json-equals",
+                    "1",
+                    "--json-exists",
+                    "true",
+                ],
+                &["cannot be used with"],
+            ),
+            (
+                &["--json-pointer", "/a", "--json-exists", "yes"],
+                &["'yes'", "true, false"],
+            ),
+            (&["--count-every", "0"], &["--count-every", "1 or more"]),
+            (&["--count-after", "-1"], &["--count-after", "0 or more"]),
+            (&["--count-limit", "many"], &["'many'", "whole number"]),
+            (&["--match-header", "x-tenant"], &["--match-header", "K=V"]),
+            (&["--match-header", "bad name=1"], &["invalid header name"]),
+        ];
+        for (args, needles) in cases {
+            let err = add(args);
+            assert!(needles.iter().all(|n| err.contains(n)), "{args:?}: {err}");
+        }
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::report::MessageCounts;
 use super::session::Ctx;
 use super::session::{
-    close_gracefully, describe_close, describe_ws_error, initial_jitter, SessionEnd, Tally, Ws,
+    describe_close, describe_ws_error, end_session, initial_jitter, SessionEnd, Tally, Ws,
     LIVE_PUSH,
 };
 
@@ -191,14 +191,7 @@ pub(crate) async fn session(tally: &mut Tally, ws: Ws, seq_base: &mut u64) -> Se
     counts.sent = sent;
     counts.lost = sent.saturating_sub(counts.received);
     tally.res.msgs.add(&counts);
-    if matches!(end, SessionEnd::Finished) {
-        if let Some(sink) = sink {
-            if let Ok(ws) = sink.reunite(stream) {
-                close_gracefully(ws).await;
-            }
-        }
-    }
-    tally.ctx.live.conn_down();
+    end_session(tally, &end, sink, stream).await;
     end
 }
 

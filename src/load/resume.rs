@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::resume_state::{Action, ResumeState};
 use super::session::{
-    close_gracefully, describe_close, describe_ws_error, initial_jitter, snippet, SessionEnd,
-    Tally, Ws, LIVE_PUSH,
+    describe_close, describe_ws_error, end_session, initial_jitter, snippet, SessionEnd, Tally, Ws,
+    LIVE_PUSH,
 };
 use crate::resume_wire::{Body, ClientMsg, ServerMsg, WireError};
 
@@ -219,14 +219,7 @@ pub(crate) async fn session(tally: &mut Tally, ws: Ws, rs: &mut ResumeState) -> 
     };
     drop(out);
     let sink = writer.await.ok().flatten();
-    if matches!(end, SessionEnd::Finished) {
-        if let Some(sink) = sink {
-            if let Ok(ws) = sink.reunite(stream) {
-                close_gracefully(ws).await;
-            }
-        }
-    }
-    tally.ctx.live.conn_down();
+    end_session(tally, &end, sink, stream).await;
     end
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
@@ -356,8 +357,27 @@ pub(crate) fn snippet(msg: &Message) -> String {
     }
 }
 
+/// The end of a session: when it finished, the writer's half `sink` (if the
+/// writer gave it back) is joined to `stream` again and the connection is
+/// closed gracefully; the slot's connection is counted down either way.
+pub(crate) async fn end_session(
+    tally: &Tally,
+    end: &SessionEnd,
+    sink: Option<SplitSink<Ws, Message>>,
+    stream: SplitStream<Ws>,
+) {
+    if matches!(end, SessionEnd::Finished) {
+        if let Some(sink) = sink {
+            if let Ok(ws) = sink.reunite(stream) {
+                close_gracefully(ws).await;
+            }
+        }
+    }
+    tally.ctx.live.conn_down();
+}
+
 /// Sends a close frame and waits briefly for the server's.
-pub(crate) async fn close_gracefully(mut ws: Ws) {
+async fn close_gracefully(mut ws: Ws) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         if ws.close(None).await.is_err() {
             return;

@@ -144,12 +144,11 @@ impl ProxyPatch {
 
     /// `current` with the given fields replaced (not yet validated).
     pub fn apply(&self, current: &ProxySpec) -> Result<ProxySpec, RegistryError> {
-        if let Some(name) = self.name.as_deref().filter(|n| *n != current.name) {
-            return Err(RegistryError::BadRequest(format!(
-                "name {} cannot be changed: rename by deleting and creating",
-                serde_json::Value::from(name)
-            )));
-        }
+        same_name(
+            self.name.as_deref(),
+            &current.name,
+            "rename by deleting and creating",
+        )?;
         let mut spec = current.clone();
         set(&mut spec.listen, &self.listen);
         set(&mut spec.upstream, &self.upstream);
@@ -160,6 +159,18 @@ impl ProxyPatch {
         set(&mut spec.max_message_bytes, &self.max_message_bytes);
         set(&mut spec.protocol, &self.protocol);
         Ok(spec)
+    }
+}
+
+/// Refuses a patch whose `name` is given and differs from `current`; `how`
+/// says how to rename instead.
+fn same_name(given: Option<&str>, current: &str, how: &str) -> Result<(), RegistryError> {
+    match given.filter(|n| *n != current) {
+        Some(name) => Err(RegistryError::BadRequest(format!(
+            "name {} cannot be changed: {how}",
+            serde_json::Value::from(name)
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -192,12 +203,11 @@ pub struct ToxicPatch {
 impl ToxicPatch {
     /// `current` with the patch applied (not yet validated).
     pub fn apply(&self, current: &ToxicSpec) -> Result<ToxicSpec, RegistryError> {
-        if let Some(name) = self.name.as_deref().filter(|n| *n != current.name) {
-            return Err(RegistryError::BadRequest(format!(
-                "name {} cannot be changed: remove and add the toxic instead",
-                serde_json::Value::from(name)
-            )));
-        }
+        same_name(
+            self.name.as_deref(),
+            &current.name,
+            "remove and add the toxic instead",
+        )?;
         let mut spec = current.clone();
         set(&mut spec.kind, &self.kind);
         set(&mut spec.stream, &self.stream);

@@ -129,6 +129,15 @@ impl ToxicCx<'_> {
         let at = self.ready_at;
         self.emit_at(item, at);
     }
+    /// Emits a control frame as it is (toxics acting on messages leave
+    /// them alone); gives a data frame back.
+    pub fn data_frame(&mut self, frame: Frame) -> Option<Frame> {
+        if frame.header.opcode.is_control() {
+            self.emit(Item::Frame(frame));
+            return None;
+        }
+        Some(frame)
+    }
     /// Counts one action.
     pub fn act(&mut self) {
         self.actions += 1;
@@ -237,6 +246,13 @@ impl MessageTracker {
         let starts = op != Opcode::Continuation || !self.in_message;
         self.in_message = !frame.header.fin;
         (starts, frame.header.fin)
+    }
+    /// [`observe`](Self::observe) with one draw from `rng` per message:
+    /// `(Some(draw) on a message's first frame, ends_message)`, so draw k
+    /// decides message k.
+    pub fn draw(&mut self, frame: &Frame, rng: &mut SmallRng) -> (Option<f64>, bool) {
+        let (starts, ends) = self.observe(frame);
+        (starts.then(|| rng.random::<f64>()), ends)
     }
     /// Whether the stream is between messages.
     pub fn at_boundary(&self) -> bool {

@@ -172,14 +172,12 @@ impl Damage {
 
 impl ToxicState for State {
     fn on_frame(&mut self, frame: Frame, cx: &mut ToxicCx<'_>) {
-        if frame.header.opcode.is_control() {
-            cx.emit(Item::Frame(frame));
+        let Some(frame) = cx.data_frame(frame) else {
             return;
-        }
-        let (starts, ends) = self.tracker.observe(&frame);
-        if starts {
-            // One draw per message, whatever the mode: draw k decides message k.
-            let draw: f64 = cx.rng.random();
+        };
+        // One draw per message, whatever the mode: draw k decides message k.
+        let (draw, ends) = self.tracker.draw(&frame, cx.rng);
+        if let Some(draw) = draw {
             let text = frame.header.opcode == Opcode::Text;
             let acts = draw < self.probability && (self.mode != Mode::Utf8 || text);
             self.damage = acts.then(|| Damage {

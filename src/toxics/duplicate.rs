@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use rand::RngExt;
-
 use super::api::{InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
 use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
@@ -45,13 +43,11 @@ struct State {
 
 impl ToxicState for State {
     fn on_frame(&mut self, frame: Frame, cx: &mut ToxicCx<'_>) {
-        if frame.header.opcode.is_control() {
-            cx.emit(Item::Frame(frame));
+        let Some(frame) = cx.data_frame(frame) else {
             return;
-        }
-        let (starts, ends) = self.tracker.observe(&frame);
-        if starts {
-            let draw: f64 = cx.rng.random();
+        };
+        let (draw, ends) = self.tracker.draw(&frame, cx.rng);
+        if let Some(draw) = draw {
             self.copying = draw < self.probability;
             self.copy.clear();
         }

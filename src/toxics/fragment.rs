@@ -114,6 +114,18 @@ mod tests {
         assert_eq!(kit.log(&out), [at(8, "text+:abcd"), at(8, "cont:efgh")]);
     }
 
+    /// What `abcdefghij` becomes with `max_frame_bytes: 4` and
+    /// `interleave_ping`.
+    fn abcdefghij_by_4_with_pings() -> [(std::time::Duration, String); 5] {
+        [
+            at(0, "text+:abcd"),
+            at(0, "ping:wsfault"),
+            at(0, "cont+:efgh"),
+            at(0, "ping:wsfault"),
+            at(0, "cont:ij"),
+        ]
+    }
+
     #[test]
     fn interleaves_a_ping_between_fragments_not_after_the_last() {
         let mut kit = Kit::new(
@@ -122,16 +134,7 @@ mod tests {
             1,
         );
         let out = kit.frame(0, text("abcdefghij"));
-        assert_eq!(
-            kit.log(&out),
-            [
-                at(0, "text+:abcd"),
-                at(0, "ping:wsfault"),
-                at(0, "cont+:efgh"),
-                at(0, "ping:wsfault"),
-                at(0, "cont:ij"),
-            ]
-        );
+        assert_eq!(kit.log(&out), abcdefghij_by_4_with_pings());
         assert_eq!(INTERLEAVED_PING, b"wsfault");
     }
 
@@ -188,13 +191,7 @@ mod tests {
         );
         assert_eq!(
             kit.log(&out),
-            [
-                at(0, "text+:abcd"),
-                at(0, "ping:wsfault"),
-                at(0, "cont+:efgh"),
-                at(0, "ping:wsfault"),
-                at(0, "cont:ij"),
-            ],
+            abcdefghij_by_4_with_pings(),
             "payloads unmask to the original"
         );
         let keys: Vec<[u8; 4]> = frames(&out)

@@ -199,10 +199,9 @@ impl State {
 
 impl ToxicState for State {
     fn on_frame(&mut self, frame: Frame, cx: &mut ToxicCx<'_>) {
-        if frame.header.opcode.is_control() {
-            cx.emit(Item::Frame(frame));
+        let Some(frame) = cx.data_frame(frame) else {
             return;
-        }
+        };
         let (_, ends) = self.tracker.observe(&frame);
         cx.emit(Item::Frame(frame));
         if !ends || self.exhausted() {

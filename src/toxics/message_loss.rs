@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use rand::RngExt;
-
 use super::api::{InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
 use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
@@ -44,14 +42,11 @@ struct State {
 
 impl ToxicState for State {
     fn on_frame(&mut self, frame: Frame, cx: &mut ToxicCx<'_>) {
-        if frame.header.opcode.is_control() {
-            cx.emit(Item::Frame(frame));
+        let Some(frame) = cx.data_frame(frame) else {
             return;
-        }
-        let (starts, _) = self.tracker.observe(&frame);
-        if starts {
-            // One draw per message, so the k-th draw decides message k.
-            let draw: f64 = cx.rng.random();
+        };
+        // One draw per message, so the k-th draw decides message k.
+        if let (Some(draw), _) = self.tracker.draw(&frame, cx.rng) {
             self.dropping = draw < self.probability;
             if self.dropping {
                 cx.act();

@@ -107,10 +107,9 @@ impl ToxicState for State {
         if self.done {
             return;
         }
-        if frame.header.opcode.is_control() {
-            cx.emit(Item::Frame(frame));
+        let Some(frame) = cx.data_frame(frame) else {
             return;
-        }
+        };
         let (starts, _) = self.tracker.observe(&frame);
         if starts {
             let arrival = cx.ready_at;

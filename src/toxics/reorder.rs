@@ -30,8 +30,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::RngExt;
-
 use super::api::{ms, DeadlineCx, InstanceCx, Item, MessageTracker, ToxicCx, ToxicDef, ToxicState};
 use super::attrs::{AttrError, Attributes};
 use crate::frame::Frame;
@@ -122,14 +120,12 @@ impl State {
 
 impl ToxicState for State {
     fn on_frame(&mut self, frame: Frame, cx: &mut ToxicCx<'_>) {
-        if frame.header.opcode.is_control() {
-            cx.emit(Item::Frame(frame));
+        let Some(frame) = cx.data_frame(frame) else {
             return;
-        }
-        let (starts, ends) = self.tracker.observe(&frame);
-        if starts {
-            // One draw per message, held or not: draw k decides message k.
-            let draw: f64 = cx.rng.random();
+        };
+        // One draw per message, held or not: draw k decides message k.
+        let (draw, ends) = self.tracker.draw(&frame, cx.rng);
+        if let Some(draw) = draw {
             if self.held.is_none() && draw < self.probability {
                 cx.act();
                 self.held = Some(Held {

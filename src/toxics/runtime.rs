@@ -6,6 +6,9 @@
 //! between messages) and the compressed-message skip. [`run_chain`] and
 //! [`run_deadline`] pass items through a link's chain in order;
 //! [`handshake_actions`] does the same for the upgrade.
+//!
+//! (The file is long because its unit tests sit beside the logic: the code
+//! ends near line 440, the rest drives the chain on a fixed clock.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -474,21 +477,69 @@ mod tests {
         frame: Frame,
     ) -> Vec<(u128, String)> {
         let activity = Activity::new(base);
-        let now = base + ms(now_ms);
-        let cx = ChainCx {
-            now,
+        let cx = cx_at(base, now_ms, &activity, facts, profile);
+        let mut out = Vec::new();
+        let input = Output::at(cx.now, Item::Frame(frame));
+        run_chain(chain, input, &cx, &mut out);
+        released(base, &out)
+    }
+
+    /// The chain context of a downstream link at `now_ms` after `base`.
+    fn cx_at<'a>(
+        base: Instant,
+        now_ms: u64,
+        activity: &'a Activity,
+        facts: &'a ConnFacts,
+        profile: &'a dyn Profile,
+    ) -> ChainCx<'a> {
+        ChainCx {
+            now: base + ms(now_ms),
             to_server: false,
-            activity: &activity,
+            activity,
             facts,
             profile,
             message_payload: None,
-        };
-        let mut out = Vec::new();
-        let input = Output::at(now, Item::Frame(frame));
-        run_chain(chain, input, &cx, &mut out);
+        }
+    }
+
+    /// What `out` releases: (release ms after base, description).
+    fn released(base: Instant, out: &[Output]) -> Vec<(u128, String)> {
         out.iter()
             .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
             .collect()
+    }
+
+    /// One downstream toxic from `spec` on connection 0 of seed 1, with the
+    /// time it was added, the connection's facts and its metrics.
+    struct One {
+        base: Instant,
+        e: Arc<ToxicEntry>,
+        f: ConnFacts,
+        m: crate::metrics::ProxyMetrics,
+        chain: [ActiveToxic; 1],
+    }
+
+    fn one(spec: serde_json::Value) -> One {
+        let base = Instant::now();
+        let e = entry(spec, base);
+        let f = facts(base);
+        let m = metrics();
+        let chain = [active(e.clone(), &f, 1, 0, &m)];
+        One {
+            base,
+            e,
+            f,
+            m,
+            chain,
+        }
+    }
+
+    /// The error validating `spec` gives; `why` says why it must fail.
+    fn refused(spec: serde_json::Value, why: &str) -> crate::toxics::ToxicError {
+        serde_json::from_value::<crate::toxics::ToxicSpec>(spec)
+            .expect("spec")
+            .validate(0)
+            .expect_err(why)
     }
 
     #[test]
@@ -507,14 +558,15 @@ mod tests {
 
     #[test]
     fn schedule_opens_between_messages_only() {
-        let base = Instant::now();
-        let e = entry(
-            json!({"type": "latency", "attributes": {"latency": 100}, "schedule": {"start_after": 100}}),
+        let One {
             base,
+            e,
+            f,
+            m,
+            mut chain,
+        } = one(
+            json!({"type": "latency", "attributes": {"latency": 100}, "schedule": {"start_after": 100}}),
         );
-        let f = facts(base);
-        let m = metrics();
-        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
         assert_eq!(
             pass(&mut chain, base, 50, &f, text("a")),
             [(50, "text:a".into())]
@@ -649,21 +701,10 @@ mod tests {
         let now = base + ms(50);
         // The link refreshes activation before it runs a deadline.
         assert_eq!(chain[0].next_deadline(now, &activity), Some(now));
-        let cx = ChainCx {
-            now,
-            to_server: false,
-            activity: &activity,
-            facts: &f,
-            profile: crate::protocols::NONE,
-            message_payload: None,
-        };
-        let mut out = Vec::new();
-        run_deadline(&mut chain, 0, &cx, &mut out);
-        let got: Vec<_> = out
-            .iter()
-            .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
-            .collect();
-        assert_eq!(got, [(50, "cut:Reset".to_string())]);
+        assert_eq!(
+            fire(&mut chain, base, 50, &f),
+            [(50, "cut:Reset".to_string())]
+        );
     }
 
     #[test]
@@ -690,16 +731,17 @@ mod tests {
 
     #[test]
     fn json_match_and_count_act_on_matching_messages_13_16_19_22_25() {
-        let base = Instant::now();
-        let e = entry(
+        let One {
+            base,
+            e,
+            f,
+            m,
+            mut chain,
+        } = one(
             json!({"type": "message_loss", "attributes": {"probability": 1.0},
                    "match": {"message": {"json": {"pointer": "/type", "equals": "next"}}},
                    "count": {"after": 10, "every": 3, "limit": 5}}),
-            base,
         );
-        let f = facts(base);
-        let m = metrics();
-        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
         let mut lost = Vec::new();
         for n in 1..=30u64 {
             let next = format!(r#"{{"id":"1","type":"next","payload":{{"seq":{n}}}}}"#);
@@ -716,16 +758,11 @@ mod tests {
 
     #[test]
     fn messages_of_another_kind_pass_undelayed() {
-        let base = Instant::now();
-        let e = entry(
-            json!({"type": "latency", "attributes": {"latency": 500},
-                   "match": {"message": {"kind": "heartbeat"}}}),
-            base,
-        );
-        let f = facts(base);
-        let m = metrics();
+        let One {
+            base, f, mut chain, ..
+        } = one(json!({"type": "latency", "attributes": {"latency": 500},
+                       "match": {"message": {"kind": "heartbeat"}}}));
         let socketio = crate::protocols::by_name("socketio").expect("registered");
-        let mut chain = [active(e, &f, 1, 0, &m)];
         assert!(chain[0].needs_kind() && !chain[0].needs_payload());
         assert_eq!(
             pass_as(socketio, &mut chain, base, 10, &f, text("2")),
@@ -749,15 +786,10 @@ mod tests {
 
     #[test]
     fn a_fragmented_message_is_passed_by_whole() {
-        let base = Instant::now();
-        let e = entry(
-            json!({"type": "latency", "attributes": {"latency": 100},
-                   "match": {"message": {"opcode": "binary"}}}),
-            base,
-        );
-        let f = facts(base);
-        let m = metrics();
-        let mut chain = [active(e, &f, 1, 0, &m)];
+        let One {
+            base, f, mut chain, ..
+        } = one(json!({"type": "latency", "attributes": {"latency": 100},
+                   "match": {"message": {"opcode": "binary"}}}));
         assert_eq!(
             pass(&mut chain, base, 0, &f, frame(false, Opcode::Text, "a")),
             [(0, "text+:a".into())]
@@ -780,15 +812,10 @@ mod tests {
 
     #[test]
     fn close_with_a_message_match_fires_on_the_first_matching_message() {
-        let base = Instant::now();
-        let e = entry(
-            json!({"type": "close", "attributes": {"code": 4000},
-                   "match": {"message": {"contains": "subscribe"}}}),
-            base,
-        );
-        let f = facts(base);
-        let m = metrics();
-        let mut chain = [active(e, &f, 1, 0, &m)];
+        let One {
+            base, f, mut chain, ..
+        } = one(json!({"type": "close", "attributes": {"code": 4000},
+                   "match": {"message": {"contains": "subscribe"}}}));
         let activity = Activity::new(base);
         // No timer: it does not fire at once.
         assert_eq!(chain[0].next_deadline(base + ms(10), &activity), None);
@@ -803,32 +830,32 @@ mod tests {
 
     #[test]
     fn message_selection_is_refused_where_it_makes_no_sense() {
-        let stall = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
+        let stall = refused(
+            json!(
             {"type": "stall", "attributes": {"duration": 100},
-             "match": {"message": {"kind": "data"}}}))
-        .expect("spec")
-        .validate(0)
-        .expect_err("stall does not act on messages");
+             "match": {"message": {"kind": "data"}}}),
+            "stall does not act on messages",
+        );
         assert_eq!(stall.field.as_deref(), Some("match.message"));
         assert!(stall.message.contains("stall"), "{stall}");
-        let count = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
-            {"type": "bandwidth", "attributes": {"rate": 1}, "count": {"every": 2}}))
-        .expect("spec")
-        .validate(0)
-        .expect_err("bandwidth does not act on messages");
+        let count = refused(
+            json!(
+            {"type": "bandwidth", "attributes": {"rate": 1}, "count": {"every": 2}}),
+            "bandwidth does not act on messages",
+        );
         assert_eq!(count.field.as_deref(), Some("count"));
-        let regex = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
+        let regex = refused(
+            json!(
             {"type": "message_loss", "attributes": {"probability": 1},
-             "match": {"message": {"regex": "("}}}))
-        .expect("spec")
-        .validate(0)
-        .expect_err("bad regex");
+             "match": {"message": {"regex": "("}}}),
+            "bad regex",
+        );
         assert_eq!(regex.field.as_deref(), Some("match.message.regex"));
-        let every = serde_json::from_value::<crate::toxics::ToxicSpec>(json!(
-            {"type": "duplicate", "count": {"every": 0}}))
-        .expect("spec")
-        .validate(0)
-        .expect_err("every 0");
+        let every = refused(
+            json!(
+            {"type": "duplicate", "count": {"every": 0}}),
+            "every 0",
+        );
         assert_eq!(every.field.as_deref(), Some("count.every"));
     }
 
@@ -840,33 +867,23 @@ mod tests {
         f: &ConnFacts,
     ) -> Vec<(u128, String)> {
         let activity = Activity::new(base);
-        let cx = ChainCx {
-            now: base + ms(now_ms),
-            to_server: false,
-            activity: &activity,
-            facts: f,
-            profile: crate::protocols::NONE,
-            message_payload: None,
-        };
+        let cx = cx_at(base, now_ms, &activity, f, crate::protocols::NONE);
         let mut out = Vec::new();
         run_deadline(chain, 0, &cx, &mut out);
-        out.iter()
-            .map(|o| (o.not_before.duration_since(base).as_millis(), show(&o.item)))
-            .collect()
+        released(base, &out)
     }
 
     #[test]
     fn a_closing_schedule_window_releases_what_the_toxic_holds() {
-        let base = Instant::now();
-        let e = entry(
-            json!({"type": "reorder", "schedule": {"duration": 100}}),
+        let One {
             base,
-        );
-        let f = facts(base);
-        let m = metrics();
+            e,
+            f,
+            m,
+            mut chain,
+        } = one(json!({"type": "reorder", "schedule": {"duration": 100}}));
         let activity = Activity::new(base);
         // Released before the first message after the window.
-        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
         assert!(pass(&mut chain, base, 10, &f, text("a")).is_empty());
         assert_eq!(
             pass(&mut chain, base, 150, &f, text("b")),
@@ -888,16 +905,17 @@ mod tests {
 
     #[test]
     fn deadlines_wait_for_the_end_of_a_message_the_toxic_is_not_shown() {
-        let base = Instant::now();
-        let e = entry(
-            json!({"type": "inject", "attributes": {"payload": "x", "every_ms": 50},
-                   "match": {"message": {"opcode": "text"}}}),
+        let One {
             base,
+            e,
+            f,
+            m,
+            mut chain,
+        } = one(
+            json!({"type": "inject", "attributes": {"payload": "x", "every_ms": 50},
+                       "match": {"message": {"opcode": "text"}}}),
         );
-        let f = facts(base);
-        let m = metrics();
         let activity = Activity::new(base);
-        let mut chain = [active(e.clone(), &f, 1, 0, &m)];
         assert_eq!(
             pass(&mut chain, base, 40, &f, frame(false, Opcode::Binary, "b1")),
             [(40, "binary+:b1".into())]

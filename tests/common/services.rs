@@ -62,6 +62,40 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The values of `field` in the lines whose `"event"` is one of `names`, in order.
+pub fn field_of(events: &[Value], names: &[&str], field: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| names.iter().any(|n| e["event"] == *n))
+        .map(|e| e[field].clone())
+        .collect()
+}
+
+/// How many lines have `"event"` equal to `name`.
+pub fn count_of(events: &[Value], name: &str) -> u64 {
+    events.iter().filter(|e| e["event"] == name).count() as u64
+}
+
+/// `values` as numbers; panics on one that is not.
+pub fn as_u64s(values: Vec<Value>) -> Vec<u64> {
+    values
+        .iter()
+        .map(|v| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}")))
+        .collect()
+}
+
+/// `values` as strings; panics on one that is not.
+pub fn as_strings(values: Vec<Value>) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("not a string: {v}"))
+                .to_string()
+        })
+        .collect()
+}
+
 /// A Python script of tests/py/ running as a child process, stdout and
 /// stderr going to files; killed (and reaped) on drop.
 pub struct PyProc {
@@ -163,6 +197,13 @@ impl PyProc {
         }
     }
 
+    /// [`wait`](Self::wait)s up to `limit` and asserts that it exited 0,
+    /// with its output in the failure message.
+    pub fn wait_ok(&mut self, limit: Duration) {
+        let status = self.wait(limit);
+        assert!(status.is_some_and(|s| s.success()), "{}", self.both());
+    }
+
     /// Waits for it to exit, at most `limit`; kills it after that. Its exit
     /// status, `None` when it had to be killed.
     pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
@@ -234,6 +275,17 @@ impl PyService {
         self.proc.events()
     }
 }
+
+/// [`socketio_server`] flags: a ping every second, a pong due within one,
+/// and a tick every 100 ms into each joined room.
+pub const PINGS_1S_TICKS_100MS: &[&str] = &[
+    "--ping-interval",
+    "1",
+    "--ping-timeout",
+    "1",
+    "--tick-ms",
+    "100",
+];
 
 /// `tests/py/socketio_server.py`: a python-socketio chat server (ASGI under
 /// uvicorn), WebSocket transport only. `args` e.g. `["--ping-interval",

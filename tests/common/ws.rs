@@ -129,7 +129,13 @@ pub async fn http_with(
         .await
         .expect("http timeout")
         .expect("read http");
-    let text = String::from_utf8_lossy(&out).to_string();
+    status_and_body(&out)
+}
+
+/// The status (0 if none) and the body (all after the head) of a raw HTTP
+/// response.
+pub fn status_and_body(response: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(response).to_string();
     let status = text
         .split(' ')
         .nth(1)

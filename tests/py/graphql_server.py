@@ -25,12 +25,11 @@ import argparse
 import asyncio
 import datetime
 import json
-import socket
 import sys
 import typing
 
 import strawberry
-import uvicorn
+import uvicorn_serve
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
@@ -108,22 +107,7 @@ def main():
     p.add_argument("--keep-alive-ms", type=int, default=0)
     args = p.parse_args()
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(build(args), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-
-    async def run():
-        serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            log(event="listening", port=port)
-        await serving
-
-    asyncio.run(run())
+    uvicorn_serve.serve(build(args), args.host, args.port, lifespan="off")
 
 
 if __name__ == "__main__":

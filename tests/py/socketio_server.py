@@ -35,11 +35,10 @@ import argparse
 import asyncio
 import collections
 import json
-import socket
 import sys
 
 import socketio
-import uvicorn
+import uvicorn_serve
 
 
 def log(**fields):
@@ -155,22 +154,7 @@ def main():
     p.add_argument("--tick-room", action="append", default=[], help="room to tick (repeatable; default all joined)")
     args = p.parse_args()
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(build(args), log_level="warning", lifespan="on", ws_max_size=16 * 1024 * 1024)
-    server = uvicorn.Server(config)
-
-    async def run():
-        serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            log(event="listening", port=port)
-        await serving
-
-    asyncio.run(run())
+    uvicorn_serve.serve(build(args), args.host, args.port, lifespan="on", ws_max_size=16 * 1024 * 1024)
 
 
 if __name__ == "__main__":
