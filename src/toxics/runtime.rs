@@ -48,6 +48,8 @@ pub struct ActiveToxic {
     count_state: CountState,
     /// Inside a data message that `match.message` / `count` passed by.
     bypassing: bool,
+    /// The end of the last pause counted as an action.
+    last_pause_end: Option<Instant>,
     actions: prometheus::IntCounter,
     skips: prometheus::IntCounter,
 }
@@ -86,6 +88,7 @@ impl ActiveToxic {
             skipping: false,
             count_state: CountState::default(),
             bypassing: false,
+            last_pause_end: None,
         }
     }
 
@@ -341,7 +344,15 @@ impl ActiveToxic {
             return None;
         }
         let until = self.state.paused_until(now)?;
-        (until > now).then_some(until)
+        if until <= now {
+            return None;
+        }
+        // Each pause window is one action (a `stall`), counted once.
+        if self.last_pause_end != Some(until) {
+            self.last_pause_end = Some(until);
+            self.actions.inc();
+        }
+        Some(until)
     }
 }
 
@@ -937,5 +948,23 @@ mod tests {
         );
         assert_eq!(fire(&mut chain, base, 70, &f), [(70, "text:x".into())]);
         assert_eq!(actions_of(&m, &e), 1);
+    }
+
+    #[test]
+    fn each_stall_window_counts_one_action() {
+        let base = Instant::now();
+        let e = entry(
+            json!({"type": "stall", "attributes": {"duration": 100, "every": 1000}}),
+            base,
+        );
+        let f = facts(base);
+        let m = metrics();
+        let mut stall = active(e.clone(), &f, 1, 0, &m);
+        assert_eq!(stall.paused_until(base + ms(10)), Some(base + ms(100)));
+        assert_eq!(stall.paused_until(base + ms(50)), Some(base + ms(100)));
+        assert_eq!(actions_of(&m, &e), 1);
+        assert_eq!(stall.paused_until(base + ms(500)), None);
+        assert_eq!(stall.paused_until(base + ms(1010)), Some(base + ms(1100)));
+        assert_eq!(actions_of(&m, &e), 2);
     }
 }
