@@ -263,6 +263,8 @@ impl State {
     /// The reader sent FIN: with toxics (or held frames), pass it through
     /// the chain, stop reading and release the queue; then the link ends.
     async fn on_eof(&mut self) -> Result<(), End> {
+        // A toxic added just before the FIN (e.g. `slow_close`) acts on it.
+        self.refresh_toxics();
         if self.close.has_pending_close() {
             if let Some(end) = self.send_pending_close(true).await {
                 return Err(end);
