@@ -77,6 +77,8 @@ struct State {
     gathering: Vec<Frame>,
     /// The kind of the data message under way, while the link classifies.
     message_kind: Option<Kind>,
+    /// Data read when a pause began is waiting in `buf` for its end.
+    unprocessed: bool,
 }
 
 /// Runs a link until its direction ends.
@@ -99,6 +101,7 @@ pub async fn run(link: Link) {
         delay,
         gathering: Vec::new(),
         message_kind: None,
+        unprocessed: false,
     };
     state.refresh_toxics();
     if !state.buf.is_empty() {
@@ -163,6 +166,15 @@ impl State {
             }
             // What to wait for.
             let (toxic_wake, paused) = self.toxics.next_wake(now, &self.link.conn.activity);
+            if self.unprocessed && !paused {
+                // Data read just before a pause began (see below) goes on
+                // now that the pause is over.
+                self.unprocessed = false;
+                if let Err(end) = self.process(now).await {
+                    return end;
+                }
+                continue;
+            }
             let wake = earliest(
                 earliest(self.held.next_release(), toxic_wake),
                 self.close.next_wake(),
@@ -216,6 +228,13 @@ impl State {
                         }
                     }
                     let now = Instant::now();
+                    // A toxic that pauses this stream (`stall`) and was added
+                    // while the link waited for this read holds the data too.
+                    self.refresh_toxics();
+                    if self.toxics.next_wake(now, &self.link.conn.activity).1 {
+                        self.unprocessed = true;
+                        continue;
+                    }
                     if let Err(end) = self.process(now).await {
                         return end;
                     }
