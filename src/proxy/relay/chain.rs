@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::held::{earliest, Held};
 use super::link::Link;
-use crate::toxics::{run_deadline, ActiveToxic, ChainCx, Output};
+use crate::toxics::{run_chain, run_deadline, ActiveToxic, ChainCx, Output};
 use crate::vocab::Activity;
 
 /// What a refresh changed, for the caller to apply.
@@ -130,21 +130,25 @@ impl Toxics {
         }
     }
 
-    /// Runs one step of the chain (an item through it, or a toxic's timer)
-    /// and queues what comes out in `held`.
-    pub(super) fn step(
+    /// Passes one item through the chain, queueing what comes out in
+    /// `held`; `message_payload` is the whole unmasked payload of a gathered
+    /// message the item belongs to.
+    pub(super) fn pass(
         &mut self,
         now: Instant,
         link: &Link,
         held: &mut Held,
-        step: impl FnOnce(&mut [ActiveToxic], &ChainCx<'_>, &mut Vec<Output>),
+        message_payload: Option<&[u8]>,
+        input: Output,
     ) {
-        self.step_message(now, link, held, None, step);
+        self.step(now, link, held, message_payload, |chain, base, out| {
+            run_chain(chain, input, base, out)
+        });
     }
 
-    /// [`Toxics::step`] for a frame of a gathered message whose whole
-    /// unmasked payload is `message_payload`.
-    pub(super) fn step_message(
+    /// Runs one step of the chain (an item through it, or a toxic's timer)
+    /// and queues what comes out in `held`.
+    fn step(
         &mut self,
         now: Instant,
         link: &Link,
@@ -176,7 +180,7 @@ impl Toxics {
                 .next_deadline(now, &link.conn.activity)
                 .is_some_and(|t| t <= now);
             if due {
-                self.step(now, link, held, |chain, base, out| {
+                self.step(now, link, held, None, |chain, base, out| {
                     run_deadline(chain, i, base, out)
                 });
                 fired = true;

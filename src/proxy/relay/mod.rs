@@ -44,7 +44,7 @@ use crate::frame::{Frame, Opcode};
 use crate::metrics::UNCLASSIFIED;
 use crate::protocols::Kind;
 use crate::proxy::conn::LinkCommand;
-use crate::toxics::{run_chain, Item, Output};
+use crate::toxics::{Item, Output};
 use crate::vocab::StreamDir;
 use chain::Toxics;
 use close::{protocol_close, toxic_end, Closing, Mode};
@@ -297,18 +297,13 @@ impl State {
         let now = Instant::now();
         // A message cut short by the FIN goes on as far as it came.
         for part in std::mem::take(&mut self.gathering) {
+            let input = Output::at(now, Item::Frame(part));
             self.toxics
-                .step(now, &self.link, &mut self.held, |chain, base, out| {
-                    let input = Output::at(now, Item::Frame(part));
-                    run_chain(chain, input, base, out);
-                });
+                .pass(now, &self.link, &mut self.held, None, input);
         }
         let ready = self.held.last_release().map_or(now, |t| t.max(now));
-        self.toxics
-            .step(now, &self.link, &mut self.held, |chain, base, out| {
-                let eof = Output::at(ready, Item::Eof);
-                run_chain(chain, eof, base, out);
-            });
+        let eof = Output::at(ready, Item::Eof);
+        self.toxics.pass(now, &self.link, &mut self.held, None, eof);
         // Stop reading: drain the queue and finish.
         let far = Instant::now() + Duration::from_secs(3600);
         loop {
@@ -368,7 +363,7 @@ impl State {
     /// classify: `data` on a plain connection, `unclassified` under an
     /// application profile.
     fn default_kind_slot(&self) -> usize {
-        if self.link.conn.profile.get().name() == crate::protocols::NONE.name() {
+        if !self.link.conn.profile.get().reads_payload() {
             Kind::Data.index()
         } else {
             UNCLASSIFIED
@@ -494,16 +489,11 @@ impl State {
                         payload.extend_from_slice(&part.plain_payload());
                     }
                     for part in gathering.drain(..) {
-                        toxics.step_message(now, link, held, Some(&payload), |chain, base, out| {
-                            let input = Output::at(now, Item::Frame(part));
-                            run_chain(chain, input, base, out);
-                        });
+                        let input = Output::at(now, Item::Frame(part));
+                        toxics.pass(now, link, held, Some(&payload), input);
                     }
                 } else {
-                    toxics.step(now, link, held, |chain, base, out| {
-                        let input = Output::at(now, Item::Frame(frame));
-                        run_chain(chain, input, base, out);
-                    });
+                    toxics.pass(now, link, held, None, Output::at(now, Item::Frame(frame)));
                 }
                 if !scan.in_message() {
                     refresh(toxics, link, scan, held);
