@@ -53,7 +53,10 @@ fn scenario_slos_junit_baseline_and_progress_work_in_script_mode() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&first).expect("report")).expect("JSON");
     assert_eq!(report["mode"], "script");
-    assert_eq!(report["connections"]["succeeded"], 3, "scenario target reached");
+    assert_eq!(
+        report["connections"]["succeeded"], 3,
+        "scenario target reached"
+    );
     assert!(report["messages"]["sent"].as_u64().unwrap_or(0) > 0);
     assert!(report["latency_ms"]["p99"].as_f64().unwrap_or(0.0) > 0.0);
     let slos: Vec<&str> = report["slo"]
@@ -84,7 +87,14 @@ fn scenario_slos_junit_baseline_and_progress_work_in_script_mode() {
     let ran = load(
         &[
             &common[..],
-            &["--report", &second, "--baseline", &first, "--max-regression", "1000%"],
+            &[
+                "--report",
+                &second,
+                "--baseline",
+                &first,
+                "--max-regression",
+                "1000%",
+            ],
         ]
         .concat(),
     );
