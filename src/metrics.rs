@@ -21,7 +21,7 @@ pub const RELAY_DELAY_BUCKETS: [f64; 13] = [
 /// The `reason` values of `wsfault_handshake_failures_total`; each proxy
 /// exposes all of them from the start (at 0), so that the family is always
 /// present and `increase()` sees the first failure.
-pub const HANDSHAKE_FAILURE_REASONS: [&str; 7] = [
+pub const HANDSHAKE_FAILURE_REASONS: [&str; 8] = [
     "capacity",
     "upstream_unreachable",
     "upstream_timeout",
@@ -29,6 +29,7 @@ pub const HANDSHAKE_FAILURE_REASONS: [&str; 7] = [
     "upstream_refused",
     "rejected_by_toxic",
     "upgrade_failed",
+    "tls",
 ];
 
 /// Who ended a connection with a close frame (the `by` label).
@@ -70,6 +71,7 @@ pub struct Metrics {
     toxic_skips: IntCounterVec,
     closes: IntCounterVec,
     relay_delay: HistogramVec,
+    config_reloads: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -169,10 +171,29 @@ impl Metrics {
                 "Close frames seen or sent, by close code and by who sent them.",
                 &["proxy", "code", "by"],
             ),
+            config_reloads: {
+                let vec = counter_vec(
+                    &registry,
+                    "wsfault_config_reloads_total",
+                    "Config file reloads (SIGHUP or a change on disk), by result: ok, error.",
+                    &["result"],
+                );
+                for result in ["ok", "error"] {
+                    vec.with_label_values(&[result]);
+                }
+                vec
+            },
             connections_active,
             relay_delay,
             registry,
         }
+    }
+
+    /// Counts a config reload: `ok` or `error`.
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Renders the Prometheus text exposition.

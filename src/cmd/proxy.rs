@@ -44,9 +44,15 @@ pub struct ProxyArgs {
 pub async fn run_command(args: ProxyArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut specs = Vec::new();
+    // The config as read at start: reloads apply only what changes after it.
+    let mut config_text = None;
     if let Some(path) = &args.config {
-        specs.extend(crate::config::load_file(path)?.proxies);
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("{}: cannot read config: {e}", path.display())))?;
+        specs.extend(crate::config::parse_str(&text, &path.display().to_string())?.proxies);
+        config_text = Some(text);
     }
+    let config_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     if let (Some(listen), Some(upstream)) = (&args.listen, &args.upstream) {
         let mut spec = ProxySpec::new(&args.name, listen, upstream);
         if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -89,9 +95,17 @@ pub async fn run_command(args: ProxyArgs) -> anyhow::Result<()> {
         admin_listener,
         server.clone(),
         crate::admin::AdminOptions { token },
-        stop_rx,
+        stop_rx.clone(),
     ));
     tracing::info!(admin = %admin_addr, "admin API listening");
+    if let (Some(path), Some(text)) = (&args.config, config_text) {
+        let reloader =
+            crate::proxy::reload::ConfigReloader::new(server.clone(), path, text, config_names);
+        tokio::spawn(crate::proxy::reload::watch_config(
+            reloader,
+            stop_rx.clone(),
+        ));
+    }
     crate::shutdown::shutdown_signal().await;
     tracing::info!("shutting down: closing live connections with 1001");
     server.shutdown(Duration::from_secs(4)).await;

@@ -63,6 +63,17 @@ pub enum Change {
     },
     /// Delete a proxy: its listener stops and its connections end.
     DeleteProxy(String),
+    /// Make the proxies of a reloaded config file match it: create the new
+    /// ones, update the others in place (fields, `listen` rebound without
+    /// ending live connections, toxics exactly as listed, unchanged ones
+    /// kept as they are), and delete `forget` (proxies of the previous file
+    /// that the new one no longer has). Everything is checked first.
+    ApplyConfig {
+        /// The file's proxies.
+        proxies: Vec<ProxySpec>,
+        /// Proxies to delete.
+        forget: Vec<String>,
+    },
     /// Enable every proxy and remove every toxic.
     Reset,
     /// Add a toxic (409 if the name exists).
@@ -125,6 +136,8 @@ pub struct ProxyPatch {
     pub max_message_bytes: Option<u64>,
     /// `auto` or a protocol profile.
     pub protocol: Option<ProtocolSetting>,
+    /// TLS on the listener (new connections use it).
+    pub tls: Option<crate::config::TlsSetting>,
 }
 
 impl ProxyPatch {
@@ -138,6 +151,7 @@ impl ProxyPatch {
             max_frame_bytes: Some(spec.max_frame_bytes),
             max_message_bytes: Some(spec.max_message_bytes),
             protocol: Some(spec.protocol),
+            tls: spec.tls.clone(),
             ..ProxyPatch::default()
         }
     }
@@ -158,6 +172,9 @@ impl ProxyPatch {
         set(&mut spec.max_frame_bytes, &self.max_frame_bytes);
         set(&mut spec.max_message_bytes, &self.max_message_bytes);
         set(&mut spec.protocol, &self.protocol);
+        if self.tls.is_some() {
+            spec.tls = self.tls.clone();
+        }
         Ok(spec)
     }
 }

@@ -20,6 +20,7 @@ pub mod handshake;
 pub mod listener;
 pub mod registry;
 pub mod relay;
+pub mod reload;
 pub mod shared;
 pub mod tls;
 pub mod tls_listener;

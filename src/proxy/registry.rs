@@ -85,6 +85,10 @@ impl Server {
                 locked.update(&proxy, &patch).await.map(Outcome::Proxy)
             }
             Change::DeleteProxy(proxy) => locked.delete(&proxy).await.map(|()| Outcome::Done),
+            Change::ApplyConfig { proxies, forget } => locked
+                .apply_config(proxies, &forget)
+                .await
+                .map(Outcome::Proxies),
             Change::Reset => locked.reset().await.map(|()| Outcome::Done),
             Change::AddToxic { proxy, toxic } => {
                 let proxy = self.get_proxy(&proxy)?;
@@ -448,6 +452,69 @@ impl Locked<'_> {
             if plan == ListenerPlan::Keep && next.spec == current.spec {
                 out.push(current.view());
                 continue;
+            }
+            let stored = self.settle(&existing, next, plan, fields).await?;
+            out.push(stored.view());
+        }
+        Ok(out)
+    }
+
+    async fn apply_config(
+        &mut self,
+        specs: Vec<ProxySpec>,
+        forget: &[String],
+    ) -> Result<Vec<ProxyView>, RegistryError> {
+        // Every spec is checked before anything changes.
+        let mut prepared = Vec::with_capacity(specs.len());
+        for spec in specs {
+            prepared.push(ProxySettings::from_spec(spec, &self.server.versions)?);
+        }
+        for name in forget {
+            if self.server.proxy(name).is_some() && !prepared.iter().any(|p| &p.spec.name == name) {
+                self.delete(name).await?;
+            }
+        }
+        let mut out = Vec::with_capacity(prepared.len());
+        for wanted in prepared {
+            let Some(existing) = self.server.proxy(&wanted.spec.name) else {
+                out.push(self.insert(wanted).await?);
+                continue;
+            };
+            let current = existing.settings.load_full();
+            let patch = ProxyPatch {
+                listen: Some(wanted.spec.listen.clone()),
+                upstream: Some(wanted.spec.upstream.clone()),
+                ..ProxyPatch::in_place(&wanted.spec)
+            };
+            let (mut fields, mut plan) = current.patched(&patch, existing.bound_addr())?;
+            if wanted.spec.tls.is_none() && current.spec.tls.is_some() {
+                fields.spec.tls = None;
+                fields.tls = None;
+            }
+            // Toxics exactly as the file lists them; an unchanged one keeps
+            // its running state (schedule, counts).
+            let toxics = wanted
+                .toxics
+                .iter()
+                .map(|w| {
+                    current
+                        .toxics
+                        .iter()
+                        .find(|c| c.spec == w.spec)
+                        .cloned()
+                        .unwrap_or_else(|| w.clone())
+                })
+                .collect();
+            let next = fields.with_toxics(toxics);
+            if plan == ListenerPlan::Keep && next.spec == current.spec {
+                out.push(current.view());
+                continue;
+            }
+            if plan == ListenerPlan::Restart {
+                // A new listen address: the old listener stops, live
+                // connections stay.
+                self.stop(&existing).await;
+                plan = ListenerPlan::Start;
             }
             let stored = self.settle(&existing, next, plan, fields).await?;
             out.push(stored.view());

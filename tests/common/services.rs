@@ -2,9 +2,10 @@
 //! tests/requirements.txt), started on loopback, and the real `wsfault
 //! proxy` binary to put between them.
 //!
-//! - [`socketio_server`], [`graphql_server`], [`json_feed_server`]: the
-//!   fixtures in tests/py/, each a [`PyService`] whose address is read from
-//!   the `{"event":"listening","port":N}` line it prints first.
+//! - [`socketio_server`], [`graphql_server`], [`json_feed_server`],
+//!   [`stomp_broker`]: the fixtures in tests/py/, each a [`PyService`] whose
+//!   address is read from the `{"event":"listening","port":N}` line it
+//!   prints first.
 //! - [`socketio_client`], [`graphql_client`]: the real clients as
 //!   [`PyProc`]es, running on their own until [`PyProc::wait`].
 //! - [`ProxyProc`]: `wsfault proxy` as a child process, its admin API on a
@@ -306,6 +307,13 @@ pub fn json_feed_server(args: &[&str]) -> Option<PyService> {
     PyService::start("json_feed_server.py", &["websockets"], args)
 }
 
+/// `tests/py/stomp_broker.py`: a STOMP 1.2 broker over WebSocket
+/// (`v12.stomp`; topics, receipts, transactions, EOL heart-beats) on Python
+/// `websockets`. `args` e.g. `["--heart-beat", "1000,1000"]`.
+pub fn stomp_broker(args: &[&str]) -> Option<PyService> {
+    PyService::start("stomp_broker.py", &["websockets"], args)
+}
+
 /// `tests/py/socketio_client.py URL ARGS`: the python-socketio AsyncClient
 /// (WebSocket transport only), running until it ends by itself.
 pub fn socketio_client(url: &str, args: &[&str]) -> Option<PyProc> {
@@ -423,6 +431,11 @@ impl ProxyProc {
     /// What it logged so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
