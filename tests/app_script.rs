@@ -508,3 +508,119 @@ fn an_expect_that_never_comes_is_a_counted_connection_error() {
         ran.both()
     );
 }
+
+/// STOMP 1.2 over WebSocket (`v12.stomp`): the shipped example against
+/// tests/py/stomp_broker.py through the proxy. The script's CONNECT asks
+/// for a heart-beat a second; the broker's EOLs are answered with EOLs, the
+/// proxy's stomp profile sees those as `heartbeat` (a `message_loss` on
+/// that kind swallows exactly one answer per connection, and the broker
+/// counts the others in). Then injected == detected, where a RECEIPT is the
+/// `reply` to a SEND and a MESSAGE carries the SEND's "n" for the
+/// per-destination `sequence`.
+#[test]
+fn stomp_topic_on_a_stomp_1_2_broker() {
+    const SCRIPT: &str = "examples/load/stomp-topic.yaml";
+    let Some(mut broker) = stomp_broker(&["--heart-beat", "500,0"]) else {
+        return;
+    };
+    let proxy = ProxyProc::start(&broker.addr.to_string(), &[]);
+    let url = format!("ws://{}/ws", proxy.listen);
+
+    let beats = run_case(
+        &proxy,
+        Case {
+            script: SCRIPT,
+            url: url.clone(),
+            duration_s: 4,
+            rate: "10",
+            extra: &[],
+            toxic: Some(json!({
+                "name": "answers", "type": "message_loss", "stream": "upstream",
+                "attributes": {"probability": 1.0},
+                "match": {"message": {"kind": "heartbeat"}},
+                "count": {"every": 1, "limit": 1},
+            })),
+            add_at: 0.5,
+            remove_at: 3.8,
+        },
+    );
+    assert_eq!(beats.code, Some(0), "{}", beats.show());
+    assert_eq!(beats.report["pass"], true, "{}", beats.show());
+    assert_eq!(
+        beats.report["script"]["protocol"],
+        "stomp",
+        "{}",
+        beats.show()
+    );
+    let answered = beats.report["script"]["heartbeats_answered"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        answered >= 2 * CONNS,
+        "a heart-beat a second per connection, each answered: {}",
+        beats.show()
+    );
+    assert_eq!(beats.actions, CONNS, "one answer swallowed per connection");
+    let metrics = proxy.metrics();
+    let kind = |stream: &str, kind: &str| {
+        metric_sum(
+            &metrics,
+            "wsfault_messages_total",
+            &[("proxy", "app"), ("stream", stream), ("kind", kind)],
+        ) as u64
+    };
+    let answers_seen = kind("upstream", "heartbeat");
+    assert!(
+        answers_seen >= beats.actions && answers_seen <= answered,
+        "the proxy's stomp profile classifies the EOL answers as heartbeat: {answers_seen} of {answered}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let closed = loop {
+        let closed = broker.proc.events_named("closed");
+        if closed.len() as u64 >= CONNS || Instant::now() > deadline {
+            break closed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(closed.len() as u64, CONNS, "{}", broker.proc.both());
+    let broker_got: u64 = closed
+        .iter()
+        .map(|c| c["heartbeats_in"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "stomp heart-beats: answered {answered}, swallowed {}, classified {answers_seen}, the broker got {broker_got}",
+        beats.actions
+    );
+    assert_eq!(
+        broker_got + beats.actions,
+        answered,
+        "every answer but the swallowed ones reached the broker: {}",
+        broker.proc.both()
+    );
+
+    injected_equals_detected(
+        &proxy,
+        SCRIPT,
+        &url,
+        json!({"kind": "data"}),
+        json!({"contains": "\"n\":"}),
+    );
+    let metrics = proxy.metrics();
+    let kind = |stream: &str, kind: &str| {
+        metric_sum(
+            &metrics,
+            "wsfault_messages_total",
+            &[("proxy", "app"), ("stream", stream), ("kind", kind)],
+        ) as u64
+    };
+    assert!(
+        kind("downstream", "heartbeat") > 0 && kind("downstream", "data") > 0,
+        "the broker's EOLs are heartbeat, its MESSAGE and RECEIPT frames data: {metrics}"
+    );
+    assert!(
+        broker.proc.events_named("error").is_empty(),
+        "no ERROR frame: {}",
+        broker.proc.both()
+    );
+    assert!(broker.proc.running(), "{}", broker.proc.both());
+}
