@@ -10,6 +10,7 @@ pub mod demo;
 pub mod echo;
 pub mod load;
 pub mod proxy;
+pub mod report;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,8 @@ pub enum Command {
     Ctl(ctl::CtlArgs),
     /// Run the whole chaos loop in one process.
     Demo(demo::DemoArgs),
+    /// Work with load reports: `merge` the reports of many load workers.
+    Report(report::ReportArgs),
 }
 
 /// Sets up the global tracing subscriber on stderr.
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
             Command::Load(args) => load::run_command(args).await,
             Command::Ctl(args) => ctl::run_command(args).await,
             Command::Demo(args) => demo::run_command(args).await,
+            Command::Report(args) => report::run_command(args).await,
         }
     });
     // Do not wait for lingering connection tasks.

@@ -31,6 +31,7 @@
 
 mod echo_check;
 pub mod live;
+pub mod merge;
 pub mod report;
 mod resume;
 mod resume_state;
@@ -504,10 +505,6 @@ impl Aggregate {
     }
 }
 
-fn ms(us: u64) -> f64 {
-    report::round3(us as f64 / 1000.0)
-}
-
 fn build_report(
     cfg: &LoadConfig,
     agg: Aggregate,
@@ -516,26 +513,12 @@ fn build_report(
     peak_active: u64,
 ) -> Report {
     let t = &agg.totals;
-    let q = |h: &Histogram<u64>, quantile: f64| {
-        if h.is_empty() {
-            0.0
-        } else {
-            ms(h.value_at_quantile(quantile))
-        }
-    };
     let duration_s = duration.as_secs_f64();
-    let error_count = t.failed + t.disconnects + t.msgs.corrupted + t.protocol_errors;
-    let ops = t.attempted + t.msgs.sent;
     let mut samples: Vec<report::ErrorSample> = errors
         .into_iter()
         .map(|(message, count)| report::ErrorSample { message, count })
         .collect();
-    samples.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| a.message.cmp(&b.message))
-    });
-    samples.truncate(10);
+    report::sort_samples(&mut samples);
     let mut r = Report {
         pass: false,
         mode: cfg.mode.as_str().to_string(),
@@ -550,77 +533,22 @@ fn build_report(
             peak_active,
         },
         messages: t.msgs.clone(),
-        latency_ms: report::LatencyMs {
-            p50: q(&agg.latency, 0.5),
-            p90: q(&agg.latency, 0.9),
-            p95: q(&agg.latency, 0.95),
-            p99: q(&agg.latency, 0.99),
-            p999: q(&agg.latency, 0.999),
-            max: if agg.latency.is_empty() {
-                0.0
-            } else {
-                ms(agg.latency.max())
-            },
-            mean: if agg.latency.is_empty() {
-                0.0
-            } else {
-                report::round3(agg.latency.mean() / 1000.0)
-            },
-        },
         throughput_mps: report::round3(t.msgs.received as f64 / duration_s.max(1e-3)),
-        reconnect_ms: report::ReconnectMs {
-            p50: q(&agg.reconnect, 0.5),
-            p99: q(&agg.reconnect, 0.99),
-            max: if agg.reconnect.is_empty() {
-                0.0
-            } else {
-                ms(agg.reconnect.max())
-            },
-        },
         errors: report::Errors {
-            count: error_count,
-            percent: if ops == 0 {
-                0.0
-            } else {
-                report::round3(error_count as f64 * 100.0 / ops as f64)
-            },
+            count: t.failed + t.disconnects + t.msgs.corrupted + t.protocol_errors,
+            percent: 0.0,
             samples,
         },
-        slo: Vec::new(),
-        baseline: Vec::new(),
-        failures: Vec::new(),
-        script: None,
+        ..Report::default()
     };
+    r.errors.percent = r.error_percent();
+    r.set_histograms(&agg.latency, &agg.reconnect);
     let slos: Vec<Slo> = if cfg.slos.is_empty() {
         default_slos()
     } else {
         cfg.slos.clone()
     };
-    r.slo = slos.iter().map(|s| s.evaluate(&r)).collect();
-    if let Some(base) = &cfg.baseline {
-        r.baseline = report::compare_baseline(base, &r, cfg.max_regression_pct);
-    }
-    let mut failures = Vec::new();
-    if r.connections.succeeded == 0 {
-        let why = r
-            .errors
-            .samples
-            .first()
-            .map(|s| format!(": {}", s.message))
-            .unwrap_or_default();
-        failures.push(format!("no connection succeeded{why}"));
-    }
-    for s in r.slo.iter().filter(|s| !s.pass) {
-        failures.push(format!("SLO {} failed (measured {})", s.expr, s.value));
-    }
-    for b in r.baseline.iter().filter(|b| !b.pass) {
-        failures.push(format!(
-            "{} regressed by {:.1}% against the baseline (max {}%)",
-            b.metric, b.regression_pct, cfg.max_regression_pct
-        ));
-    }
-    r.pass = failures.is_empty();
-    r.failures = failures;
+    r.judge(&slos, cfg.baseline.as_ref(), cfg.max_regression_pct);
     r
 }
 

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+
+use super::slo::Slo;
 
 /// The result of a load test. Serialized as the `--report` JSON; every field
 /// has a default so older or partial reports load as baselines.
@@ -39,6 +42,132 @@ pub struct Report {
     /// Script mode: the script, its protocol and the checks that ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script: Option<ScriptSummary>,
+    /// The latency and reconnect HDR histograms, for `wsfault report merge`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Histograms>,
+}
+
+/// The HDR histograms behind a report's percentiles (µs), each the base64
+/// of hdrhistogram's V2 serialization: merging adds them, so merged
+/// percentiles are exact over all workers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Histograms {
+    /// Round-trip (or send → answer) latency.
+    pub latency: String,
+    /// Time to reconnect.
+    pub reconnect: String,
+}
+
+/// Encodes a histogram as base64 of its V2 serialization.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    let mut bytes = Vec::new();
+    use hdrhistogram::serialization::Serializer as _;
+    match hdrhistogram::serialization::V2Serializer::new().serialize(h, &mut bytes) {
+        Ok(_) => base64::engine::general_purpose::STANDARD.encode(bytes),
+        Err(_) => String::new(),
+    }
+}
+
+/// Decodes what [`encode_histogram`] wrote.
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("not an HDR V2 histogram: {e:?}"))
+}
+
+fn ms(us: u64) -> f64 {
+    round3(us as f64 / 1000.0)
+}
+
+/// The most frequent first, then by message; at most 10.
+pub(crate) fn sort_samples(samples: &mut Vec<ErrorSample>) {
+    samples.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.message.cmp(&b.message))
+    });
+    samples.truncate(10);
+}
+
+impl Report {
+    /// `errors.count` as a percentage of connection attempts + messages sent.
+    pub fn error_percent(&self) -> f64 {
+        let ops = self.connections.attempted + self.messages.sent;
+        if ops == 0 {
+            0.0
+        } else {
+            round3(self.errors.count as f64 * 100.0 / ops as f64)
+        }
+    }
+
+    /// Fills `latency_ms`, `reconnect_ms` and `histograms` from the histograms (µs).
+    pub fn set_histograms(&mut self, latency: &Histogram<u64>, reconnect: &Histogram<u64>) {
+        let q = |h: &Histogram<u64>, quantile: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ms(h.value_at_quantile(quantile))
+            }
+        };
+        let max = |h: &Histogram<u64>| if h.is_empty() { 0.0 } else { ms(h.max()) };
+        self.latency_ms = LatencyMs {
+            p50: q(latency, 0.5),
+            p90: q(latency, 0.9),
+            p95: q(latency, 0.95),
+            p99: q(latency, 0.99),
+            p999: q(latency, 0.999),
+            max: max(latency),
+            mean: if latency.is_empty() {
+                0.0
+            } else {
+                round3(latency.mean() / 1000.0)
+            },
+        };
+        self.reconnect_ms = ReconnectMs {
+            p50: q(reconnect, 0.5),
+            p99: q(reconnect, 0.99),
+            max: max(reconnect),
+        };
+        self.histograms = Some(Histograms {
+            latency: encode_histogram(latency),
+            reconnect: encode_histogram(reconnect),
+        });
+    }
+
+    /// Evaluates `slos` and the baseline, and sets `pass` and `failures`.
+    pub fn judge(&mut self, slos: &[Slo], baseline: Option<&Report>, max_regression_pct: f64) {
+        self.slo = slos.iter().map(|s| s.evaluate(self)).collect();
+        self.baseline = baseline
+            .map(|base| compare_baseline(base, self, max_regression_pct))
+            .unwrap_or_default();
+        let mut failures = Vec::new();
+        if self.connections.succeeded == 0 {
+            let why = self
+                .errors
+                .samples
+                .first()
+                .map(|s| format!(": {}", s.message))
+                .unwrap_or_default();
+            failures.push(format!("no connection succeeded{why}"));
+        }
+        for s in self.slo.iter().filter(|s| !s.pass) {
+            failures.push(format!("SLO {} failed (measured {})", s.expr, s.value));
+        }
+        for b in self.baseline.iter().filter(|b| !b.pass) {
+            failures.push(format!(
+                "{} regressed by {:.1}% against the baseline (max {}%)",
+                b.metric, b.regression_pct, max_regression_pct
+            ));
+        }
+        self.pass = failures.is_empty();
+        self.failures = failures;
+    }
 }
 
 /// What a script-mode run checked.
