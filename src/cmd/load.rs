@@ -12,9 +12,9 @@ use crate::load::{invalid, render_table, scenario, ConfigError, LoadConfig, Mode
 /// Flags of `wsfault load`.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// WebSocket URL to load (ws://HOST:PORT/PATH).
+    /// WebSocket URL to load (ws://HOST:PORT/PATH); with --script, overrides the script's `url`.
     #[arg(long, value_name = "URL")]
-    pub url: String,
+    pub url: Option<String>,
     /// Connections to open (ignored with --scenario).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub connections: u32,
@@ -30,9 +30,14 @@ pub struct LoadArgs {
     /// Size of each message in bytes (echo mode: at least 24).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub message_bytes: usize,
-    /// echo: any echo server; resume: the resume protocol of `wsfault echo`.
-    #[arg(long, value_enum, default_value_t = Mode::Echo)]
-    pub mode: Mode,
+    /// echo: any echo server; resume: the resume protocol of `wsfault echo`;
+    /// script: any service, as --script says [default: echo, or script with --script].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Session script for script mode: open steps, send template, reply and
+    /// sequence checks (docs/reference.md#script-mode).
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
     /// Reconnect after any disconnect (exponential backoff, full jitter).
     #[arg(long)]
     pub reconnect: bool,
@@ -84,7 +89,46 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 /// Builds a configuration from flags: reads the scenario and baseline
 /// files, parses SLOs and headers.
 pub fn load_config(args: &LoadArgs) -> Result<LoadConfig, ConfigError> {
-    let mut cfg = LoadConfig::new(args.url.clone(), args.connections, args.rate, args.duration);
+    let mode = match (args.mode, &args.script) {
+        (None, None) => Mode::Echo,
+        (None | Some(Mode::Script), Some(_)) => Mode::Script,
+        (Some(Mode::Script), None) => {
+            return Err(invalid(
+                "--mode",
+                "script mode needs --script FILE (docs/reference.md#script-mode)".into(),
+            ))
+        }
+        (Some(m), Some(_)) => {
+            return Err(invalid(
+                "--script",
+                format!(
+                    "a script drives script mode, not --mode {}: drop --mode or use --mode script",
+                    m.as_str()
+                ),
+            ))
+        }
+        (Some(m), None) => m,
+    };
+    let script = match &args.script {
+        Some(path) => Some(crate::load::script::load_script(path)?),
+        None => None,
+    };
+    let url = match (&args.url, script.as_ref().and_then(|s| s.url.as_ref())) {
+        (Some(url), _) => url.clone(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err(invalid(
+                "--url",
+                if script.is_some() {
+                    "missing: give --url or `url:` in the script".into()
+                } else {
+                    "missing: give the WebSocket URL to load, e.g. --url ws://127.0.0.1:8080/"
+                        .into()
+                },
+            ))
+        }
+    };
+    let mut cfg = LoadConfig::new(url, args.connections, args.rate, args.duration);
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         return Err(invalid(
             "--rate",
@@ -97,9 +141,16 @@ pub fn load_config(args: &LoadArgs) -> Result<LoadConfig, ConfigError> {
     }
     cfg.ramp_rate = args.ramp_rate;
     cfg.message_bytes = args.message_bytes;
-    cfg.mode = args.mode;
+    cfg.mode = mode;
     cfg.reconnect = args.reconnect;
-    cfg.subprotocol = args.subprotocol.clone();
+    cfg.subprotocol = args
+        .subprotocol
+        .clone()
+        .or_else(|| script.as_ref().and_then(|s| s.subprotocol.clone()));
+    if let Some(s) = &script {
+        cfg.headers.extend(s.headers.iter().cloned());
+    }
+    cfg.script = script;
     for h in &args.headers {
         let Some((k, v)) = h.split_once(':') else {
             return Err(invalid(

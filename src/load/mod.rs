@@ -19,12 +19,15 @@
 //!
 //! Modules, top down: `slot` (one logical connection: reconnect loop with
 //! backoff) runs `echo_check` (echo-mode sessions and their ordering
-//! checks) or `resume` (resume-mode sessions, driving the pure
-//! `resume_state` machine); `session` holds what both need (run context,
-//! per-slot tally, connect/close). [`scenario`] (YAML phases), [`slo`] (SLO
-//! expressions), [`report`] (JSON report, table, JUnit, baseline) and
-//! [`live`] (live counters) sit below them. The resume protocol's messages
-//! are [`crate::resume_wire`]'s.
+//! checks), `resume` (resume-mode sessions, driving the pure
+//! `resume_state` machine) or `script_session` (script mode: the user's
+//! service, checked by the pure `script_check`); `session` holds what they
+//! all need (run context, per-slot tally, connect/close, the writer task).
+//! [`script`] (the `--script` file) and [`template`] (its message
+//! templates), [`scenario`] (YAML phases), [`slo`] (SLO expressions),
+//! [`report`] (JSON report, table, JUnit, baseline) and [`live`] (live
+//! counters) sit below them. The resume protocol's messages are
+//! [`crate::resume_wire`]'s.
 
 mod echo_check;
 pub mod live;
@@ -32,9 +35,13 @@ pub mod report;
 mod resume;
 mod resume_state;
 pub mod scenario;
+pub mod script;
+mod script_check;
+mod script_session;
 mod session;
 pub mod slo;
 mod slot;
+pub mod template;
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
@@ -66,6 +73,8 @@ pub enum Mode {
     Echo,
     /// The resume protocol of `wsfault echo` (docs/reference.md#wsfault-echo-and-the-resume-protocol): exactly-once, in order, across reconnects.
     Resume,
+    /// Any service, driven and checked as a `--script` file says (docs/reference.md#script-mode).
+    Script,
 }
 
 impl Mode {
@@ -74,6 +83,7 @@ impl Mode {
         match self {
             Mode::Echo => "echo",
             Mode::Resume => "resume",
+            Mode::Script => "script",
         }
     }
 }
@@ -104,6 +114,9 @@ pub enum ConfigError {
     /// The scenario file is bad.
     #[error(transparent)]
     Scenario(#[from] scenario::ScenarioError),
+    /// The script file is bad.
+    #[error(transparent)]
+    Script(#[from] script::ScriptError),
     /// An SLO expression does not parse.
     #[error(transparent)]
     Slo(#[from] slo::SloParseError),
@@ -152,6 +165,8 @@ pub struct LoadConfig {
     pub live: Arc<LiveStats>,
     /// Cancel to end the run early (it still drains and reports).
     pub cancel: CancellationToken,
+    /// Script mode: the session script.
+    pub script: Option<script::Script>,
 }
 
 impl LoadConfig {
@@ -182,6 +197,7 @@ impl LoadConfig {
             progress: Progress::Auto,
             live: Arc::new(LiveStats::new()),
             cancel: CancellationToken::new(),
+            script: None,
         }
     }
 
@@ -203,8 +219,29 @@ impl LoadConfig {
                 ),
             ));
         }
+        // A script's URL may have placeholders (`?from={{last_seq}}`): the
+        // URL it renders to must be valid.
+        let rendered;
+        let url = if self.mode == Mode::Script && url.contains("{{") {
+            let t = template::Template::parse(url).map_err(|err| {
+                invalid(
+                    "--url",
+                    format!("`{}`: {} (at byte {})", self.url, err.message, err.offset),
+                )
+            })?;
+            rendered = t.render(&template::Vars::default(), &mut String::new());
+            rendered.as_str()
+        } else {
+            url
+        };
         url.into_client_request()
             .map_err(|err| invalid("--url", format!("`{}` is not a valid URL: {err}", self.url)))?;
+        if self.mode == Mode::Script && self.script.is_none() {
+            return Err(invalid(
+                "--mode",
+                "script mode needs --script FILE (docs/reference.md#script-mode)".into(),
+            ));
+        }
         if self.phases.is_empty() {
             return Err(invalid("--scenario", "no phases".into()));
         }
@@ -261,6 +298,12 @@ impl LoadConfig {
         self.drain.unwrap_or(match self.mode {
             Mode::Echo => Duration::from_secs(2),
             Mode::Resume => Duration::from_secs(5),
+            Mode::Script => {
+                let reply = self.script.as_ref().and_then(|s| s.reply.as_ref());
+                reply.map_or(Duration::from_secs(1), |r| {
+                    r.timeout + Duration::from_secs(1)
+                })
+            }
         })
     }
 }
@@ -290,7 +333,21 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
             ))
         })
         .collect();
+    let script = cfg.script.clone().map(|s| {
+        Arc::new(script_session::ScriptRun::new(
+            s,
+            cfg.url.trim(),
+            cfg.subprotocol.as_deref(),
+        ))
+    });
+    let script_summary = script.as_ref().map(|s| report::ScriptSummary {
+        file: s.script.path.clone(),
+        protocol: s.profile.name().to_string(),
+        checks: s.script.checks(),
+        heartbeats_answered: 0,
+    });
     let ctx = Arc::new(Ctx {
+        script,
         url: cfg.url.trim().to_string(),
         headers,
         subprotocol: cfg
@@ -400,13 +457,18 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
     agg.latency = ctx.latency.merged();
-    let report = build_report(
+    let heartbeats = agg.totals.heartbeats;
+    let mut report = build_report(
         &cfg,
         agg,
         duration,
         errors,
         live.peak_active.load(Ordering::Relaxed),
     );
+    report.script = script_summary.map(|mut s| {
+        s.heartbeats_answered = heartbeats;
+        s
+    });
     Ok(report)
 }
 
@@ -438,6 +500,7 @@ impl Aggregate {
         t.failed += r.failed;
         t.reconnects += r.reconnects;
         t.disconnects += r.disconnects;
+        t.heartbeats += r.heartbeats;
     }
 }
 
@@ -526,6 +589,7 @@ fn build_report(
         slo: Vec::new(),
         baseline: Vec::new(),
         failures: Vec::new(),
+        script: None,
     };
     let slos: Vec<Slo> = if cfg.slos.is_empty() {
         default_slos()

@@ -36,6 +36,23 @@ pub struct Report {
     pub baseline: Vec<BaselineCheck>,
     /// Why the verdict failed, one line each (empty on a pass).
     pub failures: Vec<String>,
+    /// Script mode: the script, its protocol and the checks that ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptSummary>,
+}
+
+/// What a script-mode run checked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScriptSummary {
+    /// The script file.
+    pub file: String,
+    /// The protocol whose heartbeats were answered.
+    pub protocol: String,
+    /// The checks that ran (reply, sequence), in words.
+    pub checks: Vec<String>,
+    /// Server heartbeats the client answered.
+    pub heartbeats_answered: u64,
 }
 
 /// The outcome of one SLO, as written in the report.
@@ -94,6 +111,9 @@ pub struct MessageCounts {
     pub corrupted: u64,
     /// Resume mode: messages sent again (after a reconnect or a timeout).
     pub resent: u64,
+    /// Script mode: sent messages whose answer was still due when their
+    /// connection ended (their fate is unknown, so they are not lost).
+    pub unconfirmed: u64,
 }
 
 impl MessageCounts {
@@ -106,6 +126,7 @@ impl MessageCounts {
         self.reordered += other.reordered;
         self.corrupted += other.corrupted;
         self.resent += other.resent;
+        self.unconfirmed += other.unconfirmed;
     }
 }
 
@@ -263,7 +284,11 @@ pub fn render_table(r: &Report) -> String {
                 } else {
                     String::new()
                 }
-            ),
+            ) + &if m.unconfirmed > 0 {
+                format!("  unconfirmed {}", m.unconfirmed)
+            } else {
+                String::new()
+            },
         ),
         (
             "latency ms",
@@ -284,6 +309,23 @@ pub fn render_table(r: &Report) -> String {
     ];
     for (k, v) in rows {
         let _ = writeln!(out, "  {k:<13}{v}");
+    }
+    if let Some(s) = &r.script {
+        let _ = writeln!(
+            out,
+            "  {:<13}{} (protocol {}, {} heartbeats answered)",
+            "script", s.file, s.protocol, s.heartbeats_answered
+        );
+        if s.checks.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<13}none (the script has no `reply` or `sequence`)",
+                "checks"
+            );
+        }
+        for (i, c) in s.checks.iter().enumerate() {
+            let _ = writeln!(out, "  {:<13}{c}", if i == 0 { "checks" } else { "" });
+        }
     }
     for s in r.errors.samples.iter().take(5) {
         let _ = writeln!(out, "  {:<13}{}x {}", "", s.count, s.message);

@@ -7,19 +7,15 @@
 //! all in [`super::resume_state`]; this file only moves bytes and time.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
+use futures_util::StreamExt as _;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::resume_state::{Action, ResumeState};
 use super::session::{
-    describe_close, describe_ws_error, end_session, initial_jitter, snippet, SessionEnd, Tally, Ws,
-    LIVE_PUSH,
+    describe_close, describe_ws_error, end_session, initial_jitter, snippet, FrameQueue,
+    SessionEnd, Tally, Ws, LIVE_PUSH,
 };
 use crate::resume_wire::{Body, ClientMsg, ServerMsg, WireError};
 
@@ -29,20 +25,16 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_QUEUED: usize = 1024;
 const TICK: Duration = Duration::from_millis(100);
 
-/// Turns actions into frames for the writer task, counting those not yet written.
+/// Turns actions into frames for the writer task.
 struct Outbox {
-    tx: mpsc::UnboundedSender<Message>,
-    queued: Arc<AtomicUsize>,
+    frames: FrameQueue,
     /// The body being sent (reused: one allocation per message, the frame).
     body: String,
 }
 
 impl Outbox {
     fn send(&mut self, text: String) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Message::Text(text.into())).is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.frames.send(Message::Text(text.into()));
     }
 
     /// Sends the frames of `actions` and records their latencies; empties it.
@@ -71,34 +63,12 @@ impl Outbox {
     }
 }
 
-/// Writes what the outbox queues; gives the sink back when the outbox is dropped.
-async fn writer(
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::UnboundedReceiver<Message>,
-    queued: Arc<AtomicUsize>,
-) -> Option<SplitSink<Ws, Message>> {
-    while let Some(msg) = rx.recv().await {
-        queued.fetch_sub(1, Ordering::Relaxed);
-        if sink.feed(msg).await.is_err() {
-            return None;
-        }
-        if rx.is_empty() && sink.flush().await.is_err() {
-            return None;
-        }
-    }
-    let _ = sink.flush().await;
-    Some(sink)
-}
-
 /// Runs one resume-mode connection until it ends or the slot has drained.
 pub(crate) async fn session(tally: &mut Tally, ws: Ws, rs: &mut ResumeState) -> SessionEnd {
     let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::unbounded_channel::<Message>();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let writer = tokio::spawn(writer(sink, rx, queued.clone()));
+    let (frames, writer) = FrameQueue::start(sink);
     let mut out = Outbox {
-        tx,
-        queued,
+        frames,
         body: String::new(),
     };
     let mut actions = Vec::new();
@@ -188,7 +158,7 @@ pub(crate) async fn session(tally: &mut Tally, ws: Ws, rs: &mut ResumeState) -> 
             },
             _ = tokio::time::sleep_until(next_send), if sending => {
                 let now = tokio::time::Instant::now();
-                if out.queued.load(Ordering::Relaxed) < MAX_QUEUED {
+                if out.frames.queued() < MAX_QUEUED {
                     rs.send_new(now.into_std(), &mut actions);
                     out.apply(rs, &mut actions, tally);
                 }

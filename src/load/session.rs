@@ -3,19 +3,20 @@
 //! counter pushes, the drain deadline), opening a WebSocket ([`connect`]),
 //! closing one, and the one-line descriptions of what went wrong.
 //!
-//! The sessions themselves are in [`super::echo_check`] and
-//! [`super::resume`]; the reconnect loop that runs them is [`super::slot`].
+//! The sessions themselves are in [`super::echo_check`],
+//! [`super::resume`] and [`super::script_session`]; the reconnect loop that
+//! runs them is [`super::slot`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -41,6 +42,8 @@ const SAMPLE_BATCH: usize = 256;
 
 /// State shared by every slot of one run.
 pub(crate) struct Ctx {
+    /// Script mode: the script and what is derived from it.
+    pub script: Option<Arc<super::script_session::ScriptRun>>,
     pub url: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub subprotocol: Option<HeaderValue>,
@@ -105,6 +108,8 @@ pub(crate) struct SlotResult {
     pub failed: u64,
     pub reconnects: u64,
     pub disconnects: u64,
+    /// Script mode: server heartbeats answered.
+    pub heartbeats: u64,
 }
 
 /// Shared latency histograms (µs), sharded by slot to keep locks uncontended.
@@ -273,18 +278,17 @@ fn client_config() -> WebSocketConfig {
         .write_buffer_size(16 * 1024)
 }
 
-/// Opens one connection; the error is a one-line, user-facing message.
-pub(crate) async fn connect(ctx: &Ctx) -> Result<Ws, String> {
+/// Opens one connection to `url` (the run's, or a script slot's rendered
+/// one); the error is a one-line, user-facing message.
+pub(crate) async fn connect(ctx: &Ctx, url: &str) -> Result<Ws, String> {
     let _permit = ctx
         .handshakes
         .acquire()
         .await
         .map_err(|_| "the load client is shutting down".to_string())?;
-    let mut req = ctx
-        .url
-        .as_str()
+    let mut req = url
         .into_client_request()
-        .map_err(|err| format!("--url {}: {err}", ctx.url))?;
+        .map_err(|err| format!("--url {url}: {err}"))?;
     let headers = req.headers_mut();
     for (k, v) in &ctx.headers {
         headers.append(k.clone(), v.clone());
@@ -296,7 +300,7 @@ pub(crate) async fn connect(ctx: &Ctx) -> Result<Ws, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Err(_) => Err(format!(
             "connecting to {} timed out after {} s",
-            ctx.url,
+            url,
             CONNECT_TIMEOUT.as_secs()
         )),
         Ok(Ok((ws, _response))) => Ok(ws),
@@ -314,12 +318,12 @@ pub(crate) async fn connect(ctx: &Ctx) -> Result<Ws, String> {
             }
             Err(format!(
                 "upgrade refused by {}: HTTP {} {}{body}",
-                ctx.url,
+                url,
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")
             ))
         }
-        Ok(Err(err)) => Err(format!("cannot connect to {}: {err}", ctx.url)),
+        Ok(Err(err)) => Err(format!("cannot connect to {}: {err}", url)),
     }
 }
 
@@ -397,4 +401,58 @@ pub(crate) fn initial_jitter(rate: f64) -> Duration {
     } else {
         Duration::ZERO
     }
+}
+
+/// Frames for a connection's writer task, which writes them in order and
+/// flushes when it runs dry, so a slow socket never stalls the reader.
+pub(crate) struct FrameQueue {
+    tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl FrameQueue {
+    /// Starts the writer task on `sink`. Dropping the queue ends the task,
+    /// which then gives the sink back (`None` if writing failed).
+    pub fn start(
+        sink: SplitSink<Ws, Message>,
+    ) -> (
+        FrameQueue,
+        tokio::task::JoinHandle<Option<SplitSink<Ws, Message>>>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel::<Message>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(write_frames(sink, rx, queued.clone()));
+        (FrameQueue { tx, queued }, task)
+    }
+
+    /// Queues one frame.
+    pub fn send(&self, msg: Message) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(msg).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Frames queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_frames(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    queued: Arc<AtomicUsize>,
+) -> Option<SplitSink<Ws, Message>> {
+    while let Some(msg) = rx.recv().await {
+        queued.fetch_sub(1, Ordering::Relaxed);
+        if sink.feed(msg).await.is_err() {
+            return None;
+        }
+        if rx.is_empty() && sink.flush().await.is_err() {
+            return None;
+        }
+    }
+    let _ = sink.flush().await;
+    Some(sink)
 }

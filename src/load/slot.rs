@@ -19,7 +19,7 @@ use super::live::LiveStats;
 use super::report::MessageCounts;
 use super::resume_state::{Action, ResumeState};
 use super::session::{connect, Ctx, SessionEnd, SlotResult, Tally};
-use super::{echo_check, resume, Mode};
+use super::{echo_check, resume, script_session, Mode};
 
 /// Exponential backoff with full jitter: before retry n (from 0) wait a
 /// uniformly random time in `0..=min(base × 2^n, cap)`. The attempt counter
@@ -74,6 +74,11 @@ pub(crate) async fn run_slot(ctx: Arc<Ctx>, id: u32, stop: CancellationToken) ->
             tally.ctx.resend_after,
         )
     });
+    let mut script = tally
+        .ctx
+        .script
+        .clone()
+        .map(script_session::ScriptSlot::new);
     let mut echo_seq: u64 = 0;
     loop {
         if tally.ctx.hard_stop.is_cancelled() || tally.draining_over() {
@@ -90,15 +95,17 @@ pub(crate) async fn run_slot(ctx: Arc<Ctx>, id: u32, stop: CancellationToken) ->
         tally.res.attempted += 1;
         LiveStats::add(&tally.ctx.live.attempted, 1);
         let ctx = tally.ctx.clone();
+        let url = script.as_ref().and_then(|s| s.url(id));
         let connected = tokio::select! {
-            r = connect(&ctx) => r,
+            r = connect(&ctx, url.as_deref().unwrap_or(&ctx.url)) => r,
             _ = ctx.hard_stop.cancelled() => break,
         };
         let end = match connected {
             Err(message) => SessionEnd::Failed(message),
-            Ok(ws) => match resume.as_mut() {
-                None => echo_check::session(&mut tally, ws, &mut echo_seq).await,
-                Some(state) => resume::session(&mut tally, ws, state).await,
+            Ok(ws) => match (resume.as_mut(), script.as_mut()) {
+                (Some(state), _) => resume::session(&mut tally, ws, state).await,
+                (None, Some(slot)) => script_session::session(&mut tally, ws, slot).await,
+                (None, None) => echo_check::session(&mut tally, ws, &mut echo_seq).await,
             },
         };
         match end {
@@ -117,7 +124,11 @@ pub(crate) async fn run_slot(ctx: Arc<Ctx>, id: u32, stop: CancellationToken) ->
                 tally.down_since.get_or_insert_with(Instant::now);
             }
         }
-        push_live(&mut tally, resume.as_ref());
+        match (resume.as_ref(), script.as_ref()) {
+            (Some(state), _) => tally.push_live(state.counts()),
+            (None, Some(slot)) => tally.push_live(&slot.counts),
+            (None, None) => tally.push_live(&MessageCounts::default()),
+        }
         if !ctx.reconnect {
             break;
         }
@@ -144,16 +155,12 @@ pub(crate) async fn run_slot(ctx: Arc<Ctx>, id: u32, stop: CancellationToken) ->
         }
         tally.res.msgs.add(&counts);
     }
+    if let Some(slot) = script.as_mut() {
+        tally.res.msgs.add(&slot.finish());
+        tally.res.heartbeats += slot.heartbeats;
+    }
     tally.push_live(&MessageCounts::default());
     tally.res
-}
-
-/// Pushes the live counters, with the resume state's counts not yet folded in.
-fn push_live(tally: &mut Tally, resume: Option<&ResumeState>) {
-    match resume {
-        Some(state) => tally.push_live(state.counts()),
-        None => tally.push_live(&MessageCounts::default()),
-    }
 }
 
 #[cfg(test)]

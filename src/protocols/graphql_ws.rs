@@ -42,11 +42,35 @@ impl Profile for GraphqlWs {
             _ => Kind::Data,
         }
     }
+
+    /// `graphql-transport-ws`: a `ping` is answered with a `pong`; the
+    /// legacy `ka` needs no answer.
+    fn answer_heartbeat(&self, server_message: &str) -> Option<&'static str> {
+        match serde_json::from_str::<TypeOnly<'_>>(server_message) {
+            Ok(m) if m.kind == "ping" => Some(r#"{"type":"pong"}"#),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_answers_pings_with_pongs() {
+        assert_eq!(
+            GraphqlWs.answer_heartbeat(r#"{"type":"ping"}"#),
+            Some(r#"{"type":"pong"}"#)
+        );
+        assert_eq!(
+            GraphqlWs.answer_heartbeat(r#"{"type":"ping","payload":{}}"#),
+            Some(r#"{"type":"pong"}"#)
+        );
+        assert_eq!(GraphqlWs.answer_heartbeat(r#"{"type":"pong"}"#), None);
+        assert_eq!(GraphqlWs.answer_heartbeat(r#"{"type":"ka"}"#), None);
+        assert_eq!(GraphqlWs.answer_heartbeat("ping"), None);
+    }
 
     fn kind(text: &str) -> Kind {
         GraphqlWs.classify(Opcode::Text, text.as_bytes(), true)

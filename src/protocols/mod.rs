@@ -117,6 +117,27 @@ pub trait Profile: Sync + fmt::Debug {
     /// The kind of a data message (text or binary) from its first frame's
     /// unmasked payload; `fin` is false when more fragments follow.
     fn classify(&self, opcode: Opcode, payload: &[u8], fin: bool) -> Kind;
+
+    /// What this protocol's own client answers to a server heartbeat
+    /// message (Engine.IO `2` → `3`, graphql-ws ping → pong, …), for the
+    /// load client's script mode; `None`: no answer.
+    fn answer_heartbeat(&self, _server_message: &str) -> Option<&'static str> {
+        None
+    }
+
+    /// How long the service waits for the answer to its heartbeat, when a
+    /// server message announces it (Engine.IO's open packet carries
+    /// `pingTimeout`); lets the load client tell the service's heartbeat
+    /// timeout from other closes.
+    fn heartbeat_timeout(&self, _server_message: &str) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// A heartbeat this protocol's client sends on its own, and how often
+    /// (SignalR every 15 s, Phoenix every 30 s); `None`: it only answers.
+    fn client_heartbeat(&self) -> Option<(std::time::Duration, &'static str)> {
+        None
+    }
 }
 
 /// Every profile, by name. One line per profile; `none` last (it claims

@@ -69,6 +69,15 @@ impl Profile for Phoenix {
             _ => Kind::Data,
         }
     }
+
+    /// phoenix.js sends a heartbeat on the `phoenix` topic every 30 s
+    /// (serializer 2.0 array form).
+    fn client_heartbeat(&self) -> Option<(std::time::Duration, &'static str)> {
+        Some((
+            std::time::Duration::from_secs(30),
+            r#"[null,"hb","phoenix","heartbeat",{}]"#,
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,12 @@ impl Profile for SignalR {
             Kind::Data
         }
     }
+
+    /// A SignalR client pings the server every 15 s (the server's
+    /// keep-alive timeout is 30 s); it does not answer the server's pings.
+    fn client_heartbeat(&self) -> Option<(std::time::Duration, &'static str)> {
+        Some((std::time::Duration::from_secs(15), "{\"type\":6}\u{1e}"))
+    }
 }
 
 #[cfg(test)]

@@ -40,11 +40,49 @@ impl Profile for SocketIo {
             _ => Kind::Data,
         }
     }
+
+    /// Engine.IO 4's open packet `0{..."pingTimeout":20000...}`.
+    fn heartbeat_timeout(&self, server_message: &str) -> Option<std::time::Duration> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Open {
+            ping_timeout: u64,
+        }
+        let open: Open = serde_json::from_str(server_message.strip_prefix('0')?).ok()?;
+        Some(std::time::Duration::from_millis(open.ping_timeout))
+    }
+
+    /// Engine.IO 4: the server pings (`2`), the client pongs (`3`); the
+    /// upgrade probe `2probe` is answered `3probe`.
+    fn answer_heartbeat(&self, server_message: &str) -> Option<&'static str> {
+        match server_message {
+            "2" => Some("3"),
+            "2probe" => Some("3probe"),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_answers_pings_only() {
+        assert_eq!(SocketIo.answer_heartbeat("2"), Some("3"));
+        assert_eq!(SocketIo.answer_heartbeat("2probe"), Some("3probe"));
+        assert_eq!(SocketIo.answer_heartbeat("3"), None);
+        assert_eq!(SocketIo.answer_heartbeat("42[\"2\"]"), None);
+        assert_eq!(SocketIo.client_heartbeat(), None);
+        assert_eq!(
+            SocketIo.heartbeat_timeout(
+                r#"0{"sid":"a","upgrades":[],"pingTimeout":20000,"pingInterval":25000,"maxPayload":1000000}"#
+            ),
+            Some(std::time::Duration::from_secs(20))
+        );
+        assert_eq!(SocketIo.heartbeat_timeout("40"), None);
+        assert_eq!(SocketIo.heartbeat_timeout("0{}"), None);
+    }
 
     fn kind(text: &str) -> Kind {
         SocketIo.classify(Opcode::Text, text.as_bytes(), true)

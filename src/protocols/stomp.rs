@@ -31,11 +31,26 @@ impl Profile for Stomp {
             _ => Kind::Data,
         }
     }
+
+    /// A server heart-beat (an EOL) is answered with one, which keeps the
+    /// client's side of a negotiated `heart-beat` alive too.
+    fn answer_heartbeat(&self, server_message: &str) -> Option<&'static str> {
+        (!server_message.is_empty() && server_message.bytes().all(|b| matches!(b, b'\n' | b'\r')))
+            .then_some("\n")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_answers_eol_heartbeats() {
+        assert_eq!(Stomp.answer_heartbeat("\n"), Some("\n"));
+        assert_eq!(Stomp.answer_heartbeat("\r\n"), Some("\n"));
+        assert_eq!(Stomp.answer_heartbeat(""), None);
+        assert_eq!(Stomp.answer_heartbeat("MESSAGE\n\n\0"), None);
+    }
 
     fn kind(frame: &[u8]) -> Kind {
         Stomp.classify(Opcode::Text, frame, true)
