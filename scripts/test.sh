@@ -2,10 +2,12 @@
 # Runs every test of wsfault on a fresh Debian 12 machine.
 #
 # Installs what the tests need (idempotent): Debian packages (prometheus for
-# promtool and the scrape test, debootstrap for the compose-stack test), and
+# promtool and the scrape test, debootstrap for the compose-stack test,
+# chromium + chromium-driver for the browser tests), and
 # a Python venv in .venv with tests/requirements.txt: websockets, kosoku
 # (Autobahn cases), toxiproxy-python, and the third-party services and
-# clients (python-socketio + uvicorn + aiohttp, strawberry-graphql, gql).
+# clients (python-socketio + uvicorn + aiohttp, strawberry-graphql, gql),
+# and selenium to drive the headless browser.
 # Then: fmt check, clippy, and the whole cargo test suite.
 # WSFAULT_REQUIRE_TOOLS=1 makes a missing tool a test failure, not a skip.
 set -euo pipefail
@@ -15,6 +17,8 @@ need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -32,7 +36,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import websockets, kosoku, toxiproxy, socketio, engineio, aiohttp, uvicorn, strawberry.asgi, gql.transport.websockets' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import websockets, kosoku, toxiproxy, socketio, engineio, aiohttp, uvicorn, strawberry.asgi, gql.transport.websockets, selenium' >/dev/null 2>&1; then
   echo "== installing Python test tools"
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi

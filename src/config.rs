@@ -46,6 +46,64 @@ pub enum HostMode {
     Upstream,
 }
 
+/// `tls`: the listener speaks `wss://` (docs/reference.md#tls-on-the-listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// A certificate made at start for `localhost`, `127.0.0.1` and the
+    /// listen host; its PEM is served at `GET /proxies/{p}/certificate`.
+    SelfSigned,
+    /// PEM files: the certificate chain and its private key.
+    Files {
+        /// The certificate chain (PEM).
+        cert: String,
+        /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        key: String,
+    },
+}
+
+impl Serialize for TlsSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        match self {
+            TlsSetting::SelfSigned => serializer.serialize_str("self-signed"),
+            TlsSetting::Files { cert, key } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("cert", cert)?;
+                map.serialize_entry("key", key)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Files {
+            cert: String,
+            key: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Files(Files),
+        }
+        const EXPECTED: &str = "tls must be `self-signed` or {cert: FILE, key: FILE} (PEM files)";
+        match Raw::deserialize(deserializer).map_err(|_| serde::de::Error::custom(EXPECTED))? {
+            Raw::Word(w) if w == "self-signed" => Ok(TlsSetting::SelfSigned),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "tls {w:?} is invalid: {EXPECTED}"
+            ))),
+            Raw::Files(f) => Ok(TlsSetting::Files {
+                cert: f.cert,
+                key: f.key,
+            }),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -85,6 +143,9 @@ pub struct ProxySpec {
     /// profile name.
     #[serde(default)]
     pub protocol: ProtocolSetting,
+    /// TLS on the listener (`wss://`); none: plain `ws://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSetting>,
     /// Toxics.
     #[serde(default)]
     pub toxics: Vec<ToxicSpec>,
@@ -103,6 +164,7 @@ impl ProxySpec {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             protocol: ProtocolSetting::Auto,
+            tls: None,
             toxics: Vec::new(),
         }
     }
@@ -172,6 +234,8 @@ struct RawProxy {
     #[serde(default)]
     protocol: ProtocolSetting,
     #[serde(default)]
+    tls: Option<TlsSetting>,
+    #[serde(default)]
     toxics: Vec<ToxicSpec>,
 }
 
@@ -225,6 +289,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
             max_frame_bytes: p.max_frame_bytes,
             max_message_bytes: p.max_message_bytes,
             protocol: p.protocol,
+            tls: p.tls,
             toxics: Vec::new(),
         };
         spec.check().map_err(|(field, e)| {

@@ -42,6 +42,9 @@ pub struct ProxyView {
     pub max_message_bytes: u64,
     /// `auto` or a protocol profile.
     pub protocol: ProtocolSetting,
+    /// TLS on the listener, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::config::TlsSetting>,
 }
 
 /// One connection as `GET /proxies/{p}/connections` shows it.

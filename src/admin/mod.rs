@@ -187,6 +187,8 @@ enum Want {
     Num,
     Obj,
     Arr,
+    /// `self-signed` or `{cert, key}`.
+    Tls,
     Choice(&'static [&'static str]),
 }
 
@@ -202,6 +204,7 @@ const PROXY_FIELDS: &[(&str, Want)] = &[
     ("max_frame_bytes", Want::Uint),
     ("max_message_bytes", Want::Uint),
     ("protocol", Want::Str),
+    ("tls", Want::Tls),
 ];
 
 /// Fields of a toxic body (Toxiproxy's first, then ours).
@@ -252,6 +255,7 @@ fn check_fields(
             Want::Num => value.is_number(),
             Want::Obj => value.is_object(),
             Want::Arr => value.is_array(),
+            Want::Tls => value == "self-signed" || value.is_object(),
             Want::Choice(choices) => value.as_str().is_some_and(|s| choices.contains(&s)),
         };
         if !ok {
@@ -262,6 +266,7 @@ fn check_fields(
                 Want::Num => "expected a number".to_string(),
                 Want::Obj => "expected a JSON object".to_string(),
                 Want::Arr => "expected a JSON array".to_string(),
+                Want::Tls => r#"expected "self-signed" or {"cert": FILE, "key": FILE}"#.to_string(),
                 Want::Choice(choices) => format!("valid choices are {}", choices.join(", ")),
             };
             return Err(format!("{what} field {key}={value} is invalid: {expected}"));
@@ -495,6 +500,23 @@ async fn route(
             };
             apply(server, change, StatusCode::NO_CONTENT).await
         }
+        (&Method::GET, ["proxies", p, "certificate"]) => match server.certificate(p) {
+            Ok(Some(pem)) => {
+                let mut response = Response::new(Full::new(Bytes::from(pem)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-pem-file"),
+                );
+                response
+            }
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "proxy {p} has no TLS listener (set tls: self-signed or tls: {{cert, key}})"
+                ),
+            ),
+            Err(e) => registry_error(e),
+        },
         (&Method::GET, ["proxies", p, "connections"]) => match server.connections(p) {
             Ok(list) => json_response(StatusCode::OK, &list),
             Err(e) => registry_error(e),

@@ -20,6 +20,12 @@ pub struct ProxyArgs {
     /// Upstream of a single proxy: host:port, ws://host:port[/prefix].
     #[arg(long, value_name = "TARGET", requires = "listen")]
     pub upstream: Option<String>,
+    /// PEM certificate chain: the proxy of --listen speaks wss:// (with --tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Name of the single proxy.
     #[arg(long, default_value = "default")]
     pub name: String,
@@ -42,7 +48,13 @@ pub async fn run_command(args: ProxyArgs) -> anyhow::Result<()> {
         specs.extend(crate::config::load_file(path)?.proxies);
     }
     if let (Some(listen), Some(upstream)) = (&args.listen, &args.upstream) {
-        let spec = ProxySpec::new(&args.name, listen, upstream);
+        let mut spec = ProxySpec::new(&args.name, listen, upstream);
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            spec.tls = Some(crate::config::TlsSetting::Files {
+                cert: cert.display().to_string(),
+                key: key.display().to_string(),
+            });
+        }
         spec.validate()
             .map_err(|e| UsageError(format!("--upstream/--listen: {e}")))?;
         specs.push(spec);
@@ -58,11 +70,13 @@ pub async fn run_command(args: ProxyArgs) -> anyhow::Result<()> {
     let server = Server::new(args.seed);
     for spec in specs {
         let name = spec.name.clone();
-        server
-            .create(spec)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))
-            .with_context(|| format!("starting proxy {name}"))?;
+        server.create(spec).await.map_err(|e| match e {
+            // A bad spec (TLS files included) is bad usage: exit 2.
+            crate::proxy::RegistryError::BadRequest(message) => {
+                anyhow::Error::from(UsageError(format!("proxy {name}: {message}")))
+            }
+            other => anyhow::anyhow!(other).context(format!("starting proxy {name}")),
+        })?;
     }
     let admin_listener = tokio::net::TcpListener::bind(admin_addr)
         .await

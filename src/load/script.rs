@@ -145,35 +145,24 @@ pub enum ScriptError {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 struct RawScript {
-    #[serde(default)]
     url: Option<String>,
-    #[serde(default)]
     headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
-    #[serde(default)]
     subprotocol: Option<String>,
-    #[serde(default)]
     protocol: Option<Spanned<String>>,
-    #[serde(default)]
     open: Vec<Spanned<RawStep>>,
-    #[serde(default)]
     send: Option<Spanned<String>>,
-    #[serde(default)]
     reply: Option<Spanned<RawReply>>,
-    #[serde(default)]
     sequence: Option<Spanned<RawSequence>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 struct RawStep {
-    #[serde(default)]
     send: Option<Spanned<String>>,
-    #[serde(default)]
     expect: Option<Spanned<String>>,
-    #[serde(default)]
     timeout: Option<Spanned<String>>,
 }
 

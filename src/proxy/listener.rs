@@ -108,11 +108,29 @@ pub fn serve(bound: Bound, proxy: Arc<ProxyShared>) -> Running {
                             }
                         };
                         let proxy = proxy.clone();
+                        let tls = proxy.settings.load().tls.clone();
                         super::workers::spawn_connection(async move {
-                            match tokio::net::TcpStream::from_std(tcp) {
-                                Ok(tcp) => super::handshake::serve_client(tcp, peer, ordinal, proxy).await,
-                                Err(err) => tracing::warn!(proxy = %proxy.name, error = %err, "relay worker cannot register the connection"),
-                            }
+                            let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                                Ok(tcp) => tcp,
+                                Err(err) => {
+                                    tracing::warn!(proxy = %proxy.name, error = %err, "relay worker cannot register the connection");
+                                    return;
+                                }
+                            };
+                            // wss://: the TLS handshake runs here, on the
+                            // worker; the relay gets the decrypted stream.
+                            let tcp = match tls {
+                                None => tcp,
+                                Some(tls) => match tls.accept(tcp).await {
+                                    Ok(plain) => plain,
+                                    Err(err) => {
+                                        proxy.metrics.handshake_failure("tls");
+                                        tracing::debug!(proxy = %proxy.name, %peer, error = %err, "TLS handshake failed");
+                                        return;
+                                    }
+                                },
+                            };
+                            super::handshake::serve_client(tcp, peer, ordinal, proxy).await
                         });
                     }
                     Err(err) => {

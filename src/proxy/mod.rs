@@ -22,6 +22,7 @@ pub mod registry;
 pub mod relay;
 pub mod shared;
 pub mod tls;
+pub mod tls_listener;
 pub mod transition;
 pub mod workers;
 

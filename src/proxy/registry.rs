@@ -202,7 +202,14 @@ impl Server {
             .ok_or_else(|| RegistryError::NotFound(format!("toxic not found: {toxic}")))
     }
 
-    /// Live connections of a proxy.
+    /// The PEM certificate a proxy's TLS listener presents (`None`: plain `ws://`).
+    pub fn certificate(&self, proxy: &str) -> Result<Option<String>, RegistryError> {
+        let proxy = self.get_proxy(proxy)?;
+        let settings = proxy.settings.load();
+        Ok(settings.tls.as_ref().map(|t| t.cert_pem.clone()))
+    }
+
+    /// The live connections of a proxy.
     pub fn connections(&self, proxy: &str) -> Result<Vec<ConnectionView>, RegistryError> {
         let proxy = self.get_proxy(proxy)?;
         let now = Instant::now();

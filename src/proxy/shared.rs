@@ -32,6 +32,8 @@ pub struct ProxySettings {
     pub max_frame_bytes: u64,
     /// Copied from the spec for the hot path.
     pub max_message_bytes: u64,
+    /// The listener's TLS, when the spec asks for it.
+    pub tls: Option<Arc<super::tls_listener::ListenerTls>>,
 }
 
 impl ProxySettings {
@@ -49,6 +51,7 @@ impl ProxySettings {
             max_frame_bytes: spec.max_frame_bytes,
             max_message_bytes: spec.max_message_bytes,
             protocol: spec.protocol,
+            tls: spec.tls.clone(),
         }
     }
 }

@@ -65,6 +65,16 @@ pub async fn connect(authority: &str) -> io::Result<TcpStream> {
     let _ = tcp.set_nodelay(true);
     let tls = connector().connect(server_name, tcp).await?;
 
+    bridge(tls, |t| t.get_ref().0).await
+}
+
+/// Hands a TLS stream's decrypted bytes to a loopback TCP pair: returns the
+/// near end, while a task copies between the TLS stream and the far end.
+/// `raw` finds the TLS stream's own socket (to reset it when the copy fails).
+pub(super) async fn bridge<S>(tls: S, raw: fn(&S) -> &TcpStream) -> io::Result<TcpStream>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (local, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -72,18 +82,21 @@ pub async fn connect(authority: &str) -> io::Result<TcpStream> {
     let (inner, _) = accepted?;
     let _ = local.set_nodelay(true);
     let _ = inner.set_nodelay(true);
-    tokio::spawn(pump(tls, inner));
+    tokio::spawn(pump(tls, inner, raw));
     Ok(local)
 }
 
 /// Copies both ways until both sides end; an error (a reset) on either
 /// side resets the other.
-async fn pump(mut tls: tokio_rustls::client::TlsStream<TcpStream>, mut inner: TcpStream) {
+async fn pump<S>(mut tls: S, mut inner: TcpStream, raw: fn(&S) -> &TcpStream)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     if tokio::io::copy_bidirectional(&mut tls, &mut inner)
         .await
         .is_err()
     {
         let _ = inner.set_zero_linger();
-        let _ = tls.get_ref().0.set_zero_linger();
+        let _ = raw(&tls).set_zero_linger();
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::change::{ProxyPatch, RegistryError, ToxicPatch};
 use super::shared::ProxySettings;
+use super::tls_listener::ListenerTls;
 use crate::config::ProxySpec;
 use crate::toxics::{ToxicEntry, ToxicSpec};
 use crate::vocab::UpstreamTarget;
@@ -99,9 +100,16 @@ impl ProxySettings {
         let toxics = validate_toxics(&spec.toxics, versions)?;
         spec.toxics = toxics.iter().map(|t| t.spec.clone()).collect();
         let upstream = UpstreamTarget::parse(&spec.upstream).map_err(RegistryError::BadRequest)?;
+        let tls = match &spec.tls {
+            Some(setting) => Some(Arc::new(
+                ListenerTls::load(setting, &spec.listen).map_err(RegistryError::BadRequest)?,
+            )),
+            None => None,
+        };
         Ok(ProxySettings {
             upstream,
             toxics,
+            tls,
             max_frame_bytes: spec.max_frame_bytes,
             max_message_bytes: spec.max_message_bytes,
             spec,
@@ -129,6 +137,17 @@ impl ProxySettings {
             toxics: self.toxics.clone(),
             max_frame_bytes: spec.max_frame_bytes,
             max_message_bytes: spec.max_message_bytes,
+            tls: if spec.tls == old.tls {
+                self.tls.clone()
+            } else {
+                match &spec.tls {
+                    Some(setting) => Some(Arc::new(
+                        ListenerTls::load(setting, &spec.listen)
+                            .map_err(RegistryError::BadRequest)?,
+                    )),
+                    None => None,
+                }
+            },
             spec,
         };
         Ok((next, plan))
