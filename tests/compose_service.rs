@@ -190,6 +190,7 @@ fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, want: u
     text
 }
 
+/// A count of the report at JSON pointer `path`; panics when it is missing.
 fn count(report: &serde_json::Value, path: &str) -> u64 {
     report
         .pointer(path)
