@@ -7,20 +7,34 @@
 # binary built on the host. Packages come from the Debian archive that
 # debootstrap uses by default (set DEBIAN_MIRROR to use another one).
 #
-# Usage: docker/build-base-image.sh [--force]
+# Usage: docker/build-base-image.sh [--force] [--python]
 #   --force   rebuild even if the image already exists
-# Env:     WSFAULT_BASE_IMAGE (default wsfault-base:bookworm), DEBIAN_MIRROR
+#   --python  build the Python variant instead: the same base plus Debian's
+#             python3 (3.11), imported as wsfault-base-python:bookworm, the
+#             base of docker/socketio/Dockerfile
+# Env:     WSFAULT_BASE_IMAGE (default wsfault-base:bookworm),
+#          WSFAULT_PYTHON_BASE_IMAGE (default wsfault-base-python:bookworm),
+#          DEBIAN_MIRROR
 set -euo pipefail
 
 IMAGE="${WSFAULT_BASE_IMAGE:-wsfault-base:bookworm}"
 SUITE=bookworm
 FORCE=0
-case "${1:-}" in
-  --force) FORCE=1 ;;
-  "") ;;
-  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "build-base-image.sh: unknown argument '$1' (valid: --force, --help)" >&2; exit 2 ;;
-esac
+# minbase: essential packages only; ca-certificates for wss:// upstreams.
+INCLUDE=ca-certificates
+WHAT="Debian $SUITE minbase (debootstrap) for wsfault"
+for arg in "$@"; do
+  case "$arg" in
+    --force) FORCE=1 ;;
+    --python)
+      IMAGE="${WSFAULT_PYTHON_BASE_IMAGE:-wsfault-base-python:bookworm}"
+      INCLUDE=ca-certificates,python3
+      WHAT="Debian $SUITE minbase + python3 (debootstrap) for wsfault's example services"
+      ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-base-image.sh: unknown argument '$arg' (valid: --force, --python, --help)" >&2; exit 2 ;;
+  esac
+done
 
 if ! command -v docker >/dev/null 2>&1; then
   echo "build-base-image.sh: docker is not installed" >&2
@@ -53,9 +67,8 @@ cleanup() { $SUDO rm -rf "$ROOTFS"; }
 trap cleanup EXIT
 
 echo "build-base-image.sh: debootstrap $SUITE into $ROOTFS (a few minutes)"
-# minbase: essential packages only; ca-certificates for wss:// upstreams.
 # shellcheck disable=SC2086
-$SUDO "$DEBOOTSTRAP" --variant=minbase --include=ca-certificates \
+$SUDO "$DEBOOTSTRAP" --variant=minbase --include="$INCLUDE" \
   "$SUITE" "$ROOTFS" ${DEBIAN_MIRROR:-}
 
 # Slim it down: package caches, lists, docs, man pages, logs.
@@ -74,6 +87,6 @@ $SUDO tar --numeric-owner -C "$ROOTFS" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'CMD ["/bin/bash"]' \
-  --message "Debian $SUITE minbase (debootstrap) for wsfault" \
+  --message "$WHAT" \
   - "$IMAGE"
 docker image ls "$IMAGE"
