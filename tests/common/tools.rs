@@ -154,3 +154,25 @@ pub fn base_image_buildable() -> bool {
         std::env::var("WSFAULT_BASE_IMAGE").unwrap_or_else(|_| "wsfault-base:bookworm".into());
     answers(Path::new("docker"), &["image", "inspect", &image]) || debootstrap().is_some()
 }
+
+/// What `docker/build-base-image.sh --rust` needs besides docker: nothing
+/// when the toolchain image (`$WSFAULT_RUST_IMAGE`, default
+/// `wsfault-rust:bookworm`) is already in the engine, else [`debootstrap`]
+/// and a Rust toolchain to copy in (`rustc --print sysroot`, or
+/// `$WSFAULT_RUST_SYSROOT`). False only after [`skip_or_fail`].
+pub fn rust_image_buildable() -> bool {
+    let image =
+        std::env::var("WSFAULT_RUST_IMAGE").unwrap_or_else(|_| "wsfault-rust:bookworm".into());
+    if answers(Path::new("docker"), &["image", "inspect", &image]) {
+        return true;
+    }
+    if std::env::var_os("WSFAULT_RUST_SYSROOT").is_none()
+        && !answers(Path::new("rustc"), &["--print", "sysroot"])
+    {
+        skip_or_fail(&format!(
+            "{image} is missing and there is no rustc on PATH to copy into it"
+        ));
+        return false;
+    }
+    debootstrap().is_some()
+}
