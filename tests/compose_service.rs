@@ -367,9 +367,9 @@ fn socketio_service_behind_the_proxy_gates_on_the_script_verdict() {
     // Step 6: faults a correct service and client survive: a slow, jittery
     // link toward the clients, every client event re-framed into 16-byte
     // frames, the clients' Engine.IO pongs 2 s late (the ping timeout is
-    // 5 s): PASS, and each toxic acted. (Pongs, not pings: behind the
-    // jittery latency on the same stream, a toxic with a message matcher
-    // currently makes the proxy reorder data messages.)
+    // 5 s): PASS, and each toxic acted. (A matcher behind the jittery
+    // latency on the same stream keeps the order too: tests/app_script.rs
+    // jitter_then_a_matcher_keeps_the_order.)
     for body in [
         r#"{"name":"slow","type":"latency","stream":"downstream","attributes":{"latency":150,"jitter":50}}"#,
         r#"{"name":"tiny-frames","type":"fragment","stream":"upstream","attributes":{"max_frame_bytes":16}}"#,
