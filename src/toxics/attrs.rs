@@ -353,14 +353,11 @@ impl Attributes {
         choices: &[&str],
         default: &str,
     ) -> Result<String, AttrError> {
-        let choices_owned = choices.iter().map(|c| c.to_string()).collect();
-        self.note(
-            name,
-            AttrKind::Choice {
-                choices: choices_owned,
-            },
-        );
-        self.note_absent(name, Some(json!(default)));
+        if self.probe.is_some() {
+            let choices = choices.iter().map(|c| c.to_string()).collect();
+            self.note(name, AttrKind::Choice { choices });
+            self.note_absent(name, Some(json!(default)));
+        }
         let kind = self.kind.clone();
         match self.opt_string(name)? {
             None => Ok(default.to_string()),
@@ -382,14 +379,11 @@ impl Attributes {
         choices: &[&str],
         default: &[&str],
     ) -> Result<Vec<String>, AttrError> {
-        let choices_owned = choices.iter().map(|c| c.to_string()).collect();
-        self.note(
-            name,
-            AttrKind::Choices {
-                choices: choices_owned,
-            },
-        );
-        self.note_absent(name, Some(json!(default)));
+        if self.probe.is_some() {
+            let choices = choices.iter().map(|c| c.to_string()).collect();
+            self.note(name, AttrKind::Choices { choices });
+            self.note_absent(name, Some(json!(default)));
+        }
         let kind = self.kind.clone();
         let bad = |v: &Value| {
             AttrError::new(
