@@ -1,6 +1,6 @@
 //! The admin HTTP API: Toxiproxy 2.x's paths, bodies and status codes, plus
 //! `/healthz`, `/metrics`, the connections endpoints, `/toxic-types`,
-//! `/stats` and the web console at `/ui` ([`ui`]) (docs/reference.md#admin-api). Change
+//! `/stats` and the web console at `/ui` (`admin/ui.rs`) (docs/reference.md#admin-api). Change
 //! routes turn JSON into a typed [`Change`] and answer with what
 //! [`Server::apply`] left behind.
 //!
