@@ -5,7 +5,8 @@
 //! markdown report on stdout (figures as ratios to direct and to nginx).
 //!
 //! `cargo bench --bench relay -- --quick` runs a shorter version;
-//! `-- --only toxics,memory` runs only the named sections, `--cells 100x64`
+//! `-- --only toxics,memory` runs only the named sections (relay,
+//! added-latency, tls, toxics, metrics, capacity, memory), `--cells 100x64`
 //! only those round-trip cells; `WSFAULT_BENCH_PROXY=/path/to/wsfault`
 //! benchmarks another build as the proxy.
 
@@ -131,12 +132,62 @@ async fn run_load(
     secs: f64,
     rate_per_conn: Option<f64>,
 ) -> (Figures, Histogram<u64>) {
+    run_load_over(target, conns, size, secs, rate_per_conn, None).await
+}
+
+/// A client WebSocket, plain or over TLS (`wss://` to a TLS listener).
+#[allow(clippy::large_enum_variant)] // a few hundred, moved once each
+enum ClientWs {
+    Plain(
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ),
+    Tls(tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Opens one connection; with `tls`, a TLS handshake (trusting its roots)
+/// comes first.
+async fn open_client(
+    target: SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Option<ClientWs> {
+    match tls {
+        None => tokio_tungstenite::connect_async(format!("ws://{target}/bench"))
+            .await
+            .ok()
+            .map(|(ws, _)| ClientWs::Plain(ws)),
+        Some(connector) => {
+            let tcp = tokio::net::TcpStream::connect(target).await.ok()?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+            let stream = connector.connect(name, tcp).await.ok()?;
+            tokio_tungstenite::client_async(
+                format!("wss://localhost:{}/bench", target.port()),
+                stream,
+            )
+            .await
+            .ok()
+            .map(|(ws, _)| ClientWs::Tls(ws))
+        }
+    }
+}
+
+/// [`run_load`], over TLS when `tls` is given.
+async fn run_load_over(
+    target: SocketAddr,
+    conns: usize,
+    size: usize,
+    secs: f64,
+    rate_per_conn: Option<f64>,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> (Figures, Histogram<u64>) {
     let errors = Arc::new(AtomicU64::new(0));
     let mut sockets = Vec::with_capacity(conns);
     for _ in 0..conns {
-        match tokio_tungstenite::connect_async(format!("ws://{target}/bench")).await {
-            Ok((ws, _)) => sockets.push(ws),
-            Err(_) => {
+        match open_client(target, tls).await {
+            Some(ws) => sockets.push(ws),
+            None => {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -144,46 +195,20 @@ async fn run_load(
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
-    for (i, mut ws) in sockets.into_iter().enumerate() {
+    for (i, ws) in sockets.into_iter().enumerate() {
         let errors = errors.clone();
+        let plan = Plan {
+            size,
+            start,
+            end,
+            rate_per_conn,
+            slot: i,
+        };
         tasks.push(tokio::spawn(async move {
-            let mut hist = round_trip_histogram();
-            let payload = vec![b'x'; size];
-            let mut count = 0u64;
-            tokio::time::sleep_until(start.into()).await;
-            let interval = rate_per_conn.map(|r| Duration::from_secs_f64(1.0 / r));
-            // Spread fixed-rate senders over the interval.
-            let mut next =
-                start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((i % 97) as f64 / 97.0));
-            while Instant::now() < end {
-                if let Some(iv) = interval {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += iv;
-                }
-                let t0 = Instant::now();
-                let msg = if size < 1024 {
-                    Message::text(String::from_utf8(payload.clone()).unwrap_or_default())
-                } else {
-                    Message::binary(payload.clone())
-                };
-                if ws.send(msg).await.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                match ws.next().await {
-                    Some(Ok(_)) => {
-                        let us = t0.elapsed().as_micros() as u64;
-                        let _ = hist.record(us.max(1));
-                        count += 1;
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                }
+            match ws {
+                ClientWs::Plain(ws) => conn_loop(ws, plan, errors).await,
+                ClientWs::Tls(ws) => conn_loop(ws, plan, errors).await,
             }
-            let _ = ws.close(None).await;
-            (hist, count)
         }));
     }
     let mut hist = round_trip_histogram();
@@ -202,6 +227,66 @@ async fn run_load(
         cpu_us: f64::NAN,
     };
     (figures, hist)
+}
+
+/// What one connection of [`run_load_over`] does.
+#[derive(Clone, Copy)]
+struct Plan {
+    size: usize,
+    start: Instant,
+    end: Instant,
+    rate_per_conn: Option<f64>,
+    slot: usize,
+}
+
+/// One connection's round trips until `plan.end`: the histogram and the count.
+async fn conn_loop<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+    plan: Plan,
+    errors: Arc<AtomicU64>,
+) -> (Histogram<u64>, u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut hist = round_trip_histogram();
+    let payload = vec![b'x'; plan.size];
+    let mut count = 0u64;
+    tokio::time::sleep_until(plan.start.into()).await;
+    let interval = plan.rate_per_conn.map(|r| Duration::from_secs_f64(1.0 / r));
+    // Spread fixed-rate senders over the interval.
+    let mut next = plan.start
+        + interval.map_or(Duration::ZERO, |iv| {
+            iv.mul_f64((plan.slot % 97) as f64 / 97.0)
+        });
+    while Instant::now() < plan.end {
+        if let Some(iv) = interval {
+            tokio::time::sleep_until(next.into()).await;
+            next += iv;
+        }
+        let t0 = Instant::now();
+        let msg = if plan.size < 1024 {
+            Message::text(String::from_utf8(payload.clone()).unwrap_or_default())
+        } else {
+            Message::binary(payload.clone())
+        };
+        if ws.send(msg).await.is_err() {
+            errors.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        match ws.next().await {
+            Some(Ok(_)) => {
+                let us = t0.elapsed().as_micros() as u64;
+                let _ = hist.record(us.max(1));
+                count += 1;
+            }
+            _ => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    (hist, count)
 }
 
 /// An empty histogram of round-trip times in µs (1 µs to 60 s).
@@ -486,6 +571,49 @@ async fn main() {
         );
         }
     }
+    if want("tls") {
+        println!("\n## TLS on the listener\n");
+        // A second proxy in the same process, same upstream, `tls: self-signed`;
+        // the client trusts exactly the certificate it serves.
+        let tls_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let body = format!(
+            r#"{{"name":"tls","listen":"{tls_addr}","upstream":"{echo_addr}","tls":"self-signed"}}"#
+        );
+        admin_post(admin_addr, "/proxies", &body).await;
+        let pem = admin_get_body(admin_addr, "/proxies/tls/certificate").await;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject as _;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+            roots.add(cert).expect("the served certificate");
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let (mut plains, mut tlss) = (Vec::new(), Vec::new());
+        for _ in 0..rounds.max(2) {
+            plains.push(closed_loop(proxy_addr, 100, 64, secs).await);
+            tlss.push(
+                run_load_over(tls_addr, 100, 64, secs, None, Some(&connector))
+                    .await
+                    .0,
+            );
+        }
+        let (plain, tls) = (median(plains), median(tlss));
+        println!(
+            "- wss:// vs ws:// to the same proxy, 100 conns × 64 B, closed loop: {:.0} msg/s vs {:.0} = {:.3}× (target ≥ 0.8×); p99 {:.0} µs vs {:.0} µs; errors {} / {}",
+            tls.mps,
+            plain.mps,
+            tls.mps / plain.mps,
+            tls.p99_us,
+            plain.p99_us,
+            tls.errors,
+            plain.errors
+        );
+    }
     if want("toxics") {
         println!("\n## Toxics\n");
         // A toxic list that never triggers (probability 0 and a non-matching match).
@@ -643,6 +771,19 @@ async fn main() {
     drop(nginx);
     drop(proxy);
     drop(echo);
+}
+
+/// `GET path` on the admin API: the response body.
+async fn admin_get_body(admin: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.expect("admin");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out).await;
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
 
 async fn admin_get(admin: SocketAddr, path: &str) -> usize {

@@ -9,7 +9,8 @@
 //!   proxy · admin · load · echo · ctl      the library's servers and clients
 //!              │
 //!              ▼
-//!   toxics · config                         the fault framework, one file per toxic; YAML loading
+//!   toxics · protocols · config             the fault framework, one file per toxic; protocol
+//!                                           profiles, one file each; YAML loading
 //!              │
 //!              ▼
 //!   frame · metrics · vocab · views · resume_wire · error · shutdown
@@ -22,18 +23,19 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`frame`] | the verbatim WebSocket frame codec used by the relay |
-//! | [`proxy`] | listeners, the hyper-parsed upgrade, the per-direction relay links, the proxy registry |
+//! | [`proxy`] | listeners (plain or TLS), the hyper-parsed upgrade, the per-direction relay links, the proxy registry, config reload |
 //! | [`toxics`] | the toxic framework (spec → definition → per-connection state) and one file per toxic type |
 //! | [`config`] | YAML config loading with `FILE:LINE:COL` errors, proxy specs |
-//! | [`admin`] | the Toxiproxy-compatible admin HTTP API, `/healthz`, `/metrics` |
+//! | [`protocols`] | protocol profiles (Socket.IO, GraphQL, STOMP, SignalR, Phoenix): message kinds, heartbeat answers |
+//! | [`admin`] | the Toxiproxy-compatible admin HTTP API, `/healthz`, `/metrics`, `/toxic-types`, the web console at `/ui` |
 //! | [`metrics`] | Prometheus metric families and pre-resolved per-proxy handles |
 //! | [`views`] | the admin API's JSON shapes, shared by the registry, the API and `ctl` |
 //! | [`vocab`] | words every layer shares: `StreamDir`, `CutMode`, the activity clock, `UpstreamTarget` |
 //! | [`resume_wire`] | the resume protocol's JSON messages and the WebSocket limits, shared by `echo` and `load` |
 //! | [`echo`] | the reference backend (echo + resume protocol) |
-//! | [`load`] | the validating load client |
+//! | [`load`] | the validating load client (echo, resume and script modes), reports and their merge |
 //! | [`ctl`] | the admin API client: typed requests, tables and `--json` output |
-//! | [`cmd`] | the subcommands: `proxy`, `echo`, `load`, `ctl`, `demo` (flags → library calls) |
+//! | [`cmd`] | the subcommands: `proxy`, `echo`, `load`, `ctl`, `demo`, `report` (flags → library calls) |
 //! | [`error`] | `UsageError` / `FailedError` and the exit codes they map to |
 //! | [`shutdown`] | SIGINT/SIGTERM as a future |
 //!

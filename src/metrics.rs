@@ -5,10 +5,15 @@
 //! proxy ([`ProxyMetrics`]) and per toxic instance; the relay only touches
 //! pre-resolved counters, and only once per read batch.
 
+use std::collections::BTreeMap;
+
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use serde::Serialize;
 
 use crate::frame::Opcode;
 use crate::vocab::StreamDir;
@@ -206,6 +211,56 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// The counters of every proxy, by name, as `GET /stats` shows them
+    /// (the web console's chart polls it and plots the differences).
+    pub fn stats(&self) -> BTreeMap<String, ProxyStats> {
+        let mut out: BTreeMap<String, ProxyStats> = BTreeMap::new();
+        let mut each = |families: Vec<prometheus::proto::MetricFamily>,
+                        gauge: bool,
+                        add: &mut dyn FnMut(&mut ProxyStats, &Labels, f64)| {
+            for family in families {
+                for metric in family.get_metric() {
+                    let labels = Labels(
+                        metric
+                            .get_label()
+                            .iter()
+                            .map(|l| (l.name().to_string(), l.value().to_string()))
+                            .collect(),
+                    );
+                    let value = if gauge {
+                        metric.get_gauge().value()
+                    } else {
+                        metric.get_counter().value()
+                    };
+                    let proxy = labels.get("proxy").to_string();
+                    add(out.entry(proxy).or_default(), &labels, value);
+                }
+            }
+        };
+        each(self.connections_active.collect(), true, &mut |s, _, v| {
+            s.connections_active = v as u64;
+        });
+        each(self.connections_total.collect(), false, &mut |s, _, v| {
+            s.connections_total = v as u64;
+        });
+        each(self.messages.collect(), false, &mut |s, l, v| {
+            s.messages.add(l.get("stream"), v);
+        });
+        each(self.frames.collect(), false, &mut |s, l, v| {
+            s.frames.add(l.get("stream"), v);
+        });
+        each(self.bytes.collect(), false, &mut |s, l, v| {
+            s.bytes.add(l.get("stream"), v);
+        });
+        each(self.toxic_actions.collect(), false, &mut |s, l, v| {
+            s.toxic_actions += v as u64;
+            *s.toxic_actions_by_toxic
+                .entry(l.get("toxic").to_string())
+                .or_default() += v as u64;
+        });
+        out
+    }
+
     /// Resolves the per-proxy handles used on the relay's hot path.
     pub fn for_proxy(&self, proxy: &str) -> ProxyMetrics {
         let per_stream = |stream: StreamDir| StreamMetrics {
@@ -234,6 +289,56 @@ impl Metrics {
             metrics: self.clone(),
         }
     }
+}
+
+/// The label pairs of one sample.
+struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// One counter per stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StreamCounts {
+    /// Client → server.
+    pub upstream: u64,
+    /// Server → client.
+    pub downstream: u64,
+}
+
+impl StreamCounts {
+    fn add(&mut self, stream: &str, value: f64) {
+        match stream {
+            "upstream" => self.upstream += value as u64,
+            "downstream" => self.downstream += value as u64,
+            _ => {}
+        }
+    }
+}
+
+/// The counters of one proxy, summed over their other labels (`GET /stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProxyStats {
+    /// `wsfault_connections_active`.
+    pub connections_active: u64,
+    /// `wsfault_connections_total`.
+    pub connections_total: u64,
+    /// `wsfault_messages_total`, every kind.
+    pub messages: StreamCounts,
+    /// `wsfault_frames_total`, every opcode.
+    pub frames: StreamCounts,
+    /// `wsfault_bytes_total`.
+    pub bytes: StreamCounts,
+    /// `wsfault_toxic_actions_total`, every toxic.
+    pub toxic_actions: u64,
+    /// `wsfault_toxic_actions_total` by toxic name.
+    pub toxic_actions_by_toxic: BTreeMap<String, u64>,
 }
 
 /// The `kind` label values of `wsfault_messages_total`: the four kinds in

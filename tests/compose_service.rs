@@ -33,9 +33,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const COMPOSE_FILE: &str = "docker/compose-socketio.yml";
-/// Where `.dockerignore` lets a host binary into the build context (shared
-/// with tests/compose_stack.rs; test binaries run one after the other).
-const BINARY_IN_CONTEXT: &str = "target/docker/wsfault";
 
 /// The started stack: its compose CLI and variables, torn down on drop with
 /// its images, on every path.
@@ -93,12 +90,15 @@ impl Stack {
         assert!(!id.is_empty(), "no container for {service}");
         let deadline = Instant::now() + limit;
         loop {
-            let state = docker(&[
-                "inspect",
-                "-f",
-                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-                id,
-            ]);
+            let state = docker(
+                &[
+                    "inspect",
+                    "-f",
+                    "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                    id,
+                ],
+                Duration::from_secs(120),
+            );
             let state = state.stdout.trim();
             if state.ends_with(" healthy") {
                 return;
@@ -148,19 +148,10 @@ impl Drop for Stack {
             eprintln!("teardown of {} failed: {}", self.name, down.both());
         }
         for image in &self.images {
-            let _ = docker(&["image", "rm", "-f", image]);
+            let _ = docker(&["image", "rm", "-f", image], Duration::from_secs(120));
         }
         let _ = std::fs::remove_file(&self.binary_copy);
     }
-}
-
-/// A `docker` command, run to completion (at most 2 minutes).
-fn docker(args: &[&str]) -> Ran {
-    run(
-        Command::new("docker").args(args),
-        &format!("docker {}", args.first().unwrap_or(&"")),
-        Duration::from_secs(120),
-    )
 }
 
 /// A script of the repository, run to completion; panics unless it exits 0.
@@ -182,14 +173,6 @@ fn script(path: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) {
     );
 }
 
-/// Calls the admin API from the host; panics unless the status is `want`.
-fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, want: u16) -> String {
-    let (status, text) =
-        http_blocking(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    assert_eq!(status, want, "{method} {path}: {text}");
-    text
-}
-
 /// A count of the report at JSON pointer `path`; panics when it is missing.
 fn count(report: &serde_json::Value, path: &str) -> u64 {
     report
@@ -206,7 +189,12 @@ fn socketio_service_behind_the_proxy_gates_on_the_script_verdict() {
     let python_base = std::env::var("WSFAULT_PYTHON_BASE_IMAGE")
         .unwrap_or_else(|_| "wsfault-base-python:bookworm".into());
     if !base_image_buildable()
-        || (!docker(&["image", "inspect", &python_base]).ok() && debootstrap().is_none())
+        || (!docker(
+            &["image", "inspect", &python_base],
+            Duration::from_secs(120),
+        )
+        .ok()
+            && debootstrap().is_none())
     {
         return;
     }
@@ -236,28 +224,10 @@ fn socketio_service_behind_the_proxy_gates_on_the_script_verdict() {
         &[("PYTHON", &python)],
         Duration::from_secs(300),
     );
-    let binary_copy = Path::new(ROOT).join(BINARY_IN_CONTEXT);
-    std::fs::create_dir_all(binary_copy.parent().expect("a parent")).expect("target/docker");
-    // Debug info is most of a test binary and the context is sent whole.
-    let stripped = Command::new("objcopy")
-        .args(["--strip-debug", BIN])
-        .arg(&binary_copy)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !stripped {
-        std::fs::copy(BIN, &binary_copy).expect("copy the binary into the build context");
-    }
+    let binary_copy = binary_in_context();
 
     // Step 2: the two images, by compose, under names of this run.
-    let unique = format!(
-        "{}-{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
+    let unique = run_suffix();
     let reports = tempfile::tempdir().expect("reports dir");
     let proxy_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -294,7 +264,10 @@ fn socketio_service_behind_the_proxy_gates_on_the_script_verdict() {
     };
     let t = Instant::now();
     stack.ok(&["build", "backend", "proxy"], Duration::from_secs(600));
-    let size = docker(&["image", "inspect", "-f", "{{.Size}}", &service_image]);
+    let size = docker(
+        &["image", "inspect", "-f", "{{.Size}}", &service_image],
+        Duration::from_secs(120),
+    );
     eprintln!(
         "images built in {:.1?}; {service_image}: {:.1} MB",
         t.elapsed(),
@@ -367,9 +340,9 @@ fn socketio_service_behind_the_proxy_gates_on_the_script_verdict() {
     // Step 6: faults a correct service and client survive: a slow, jittery
     // link toward the clients, every client event re-framed into 16-byte
     // frames, the clients' Engine.IO pongs 2 s late (the ping timeout is
-    // 5 s): PASS, and each toxic acted. (Pongs, not pings: behind the
-    // jittery latency on the same stream, a toxic with a message matcher
-    // currently makes the proxy reorder data messages.)
+    // 5 s): PASS, and each toxic acted. (A matcher behind the jittery
+    // latency on the same stream keeps the order too: tests/app_script.rs
+    // jitter_then_a_matcher_keeps_the_order.)
     for body in [
         r#"{"name":"slow","type":"latency","stream":"downstream","attributes":{"latency":150,"jitter":50}}"#,
         r#"{"name":"tiny-frames","type":"fragment","stream":"upstream","attributes":{"max_frame_bytes":16}}"#,

@@ -21,20 +21,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A `docker` command, run to completion.
-fn docker(args: &[&str], limit: Duration) -> Ran {
-    run(
-        Command::new("docker").args(args),
-        &format!("docker {}", args.first().unwrap_or(&"")),
-        limit,
-    )
-}
 
 /// Something the stack needs from the host: the compose CLI, the
 /// environment every compose call gets, and the test image to remove.
@@ -187,14 +178,6 @@ fn wait_healthy(project: &Project, id: &str, limit: Duration) {
     }
 }
 
-/// Calls the admin API from the host; panics unless the status is `want`.
-fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, want: u16) -> String {
-    let (status, text) =
-        http_blocking(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    assert_eq!(status, want, "{method} {path}: {text}");
-    text
-}
-
 /// Step 1 and 2: the base image (built when missing) and the image under
 /// test, built by compose from this test's binary.
 fn build_image(cli: Vec<String>) -> Env {
@@ -214,27 +197,10 @@ fn build_image(cli: Vec<String>) -> Env {
     // The build context is the repository; .dockerignore lets exactly this
     // path of target/ through. Debug info is stripped: it is most of a test
     // binary's size and the context is sent whole.
-    let rel = "target/docker/wsfault";
-    let binary_copy = Path::new(ROOT).join(rel);
-    std::fs::create_dir_all(binary_copy.parent().unwrap()).unwrap();
-    let stripped = Command::new("objcopy")
-        .args(["--strip-debug", BIN])
-        .arg(&binary_copy)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !stripped {
-        std::fs::copy(BIN, &binary_copy).expect("copy the binary into the build context");
-    }
+    let rel = BINARY_IN_CONTEXT;
+    let binary_copy = binary_in_context();
 
-    let tag = format!(
-        "wsfault:test-{}-{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
+    let tag = format!("wsfault:test-{}", run_suffix());
     let env = Env {
         cli,
         vars: vec![

@@ -1,11 +1,14 @@
 //! The admin HTTP API: Toxiproxy 2.x's paths, bodies and status codes, plus
-//! `/healthz`, `/metrics` and the connections endpoints (docs/reference.md#admin-api). Change
+//! `/healthz`, `/metrics`, the connections endpoints, `/toxic-types`,
+//! `/stats` and the web console at `/ui` (`admin/ui.rs`) (docs/reference.md#admin-api). Change
 //! routes turn JSON into a typed [`Change`] and answer with what
 //! [`Server::apply`] left behind.
 //!
 //! Security: optional bearer token (constant-time compare) on everything but
-//! `/healthz` and `/metrics`; cross-site browser `Origin`s get 403; bodies
-//! over 1 MiB get 413; slow clients time out.
+//! `/healthz`, `/metrics` and the console's static files; cross-site browser
+//! `Origin`s get 403; bodies over 1 MiB get 413; slow clients time out.
+
+mod ui;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -332,10 +335,15 @@ async fn handle(
     if cross_site(&req) {
         return error(StatusCode::FORBIDDEN, "cross-site requests are not allowed");
     }
-    let open = path == "/healthz" || path == "/metrics";
+    let open = path == "/healthz" || path == "/metrics" || ui::is_static(&path);
     if let Some(token) = &options.token {
         if !open && !authorized(&req, token) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+    }
+    if method == Method::GET || method == Method::HEAD {
+        if let Some(page) = ui::file(&path) {
+            return page;
         }
     }
     if let Some(len) = req
@@ -393,6 +401,16 @@ async fn route(
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             response
+        }
+        (&Method::GET, ["toxic-types"]) => {
+            json_response(StatusCode::OK, &crate::toxics::toxic_types())
+        }
+        (&Method::GET, ["stats"]) => {
+            // Counters outlive deleted proxies; show the current ones.
+            let names: Vec<String> = server.list().into_iter().map(|p| p.name).collect();
+            let mut stats = server.metrics.stats();
+            stats.retain(|name, _| names.contains(name));
+            json_response(StatusCode::OK, &json!({"proxies": stats}))
         }
         (&Method::POST, ["reset"]) => apply(server, Change::Reset, StatusCode::NO_CONTENT).await,
         (&Method::GET, ["proxies"]) => {
@@ -537,7 +555,12 @@ async fn route(
                 Err(e) => registry_error(e),
             }
         }
-        (_, ["healthz" | "version" | "metrics" | "reset" | "proxies" | "populate", ..]) => error(
+        (&Method::GET, ["ui", ..]) => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        (
+            _,
+            ["healthz" | "version" | "metrics" | "reset" | "proxies" | "populate" | "toxic-types"
+            | "stats" | "ui", ..],
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here"),
         ),

@@ -198,13 +198,23 @@ pub async fn run_command(args: LoadArgs) -> anyhow::Result<()> {
     });
     let report = crate::load::run(cfg).await?;
     print!("{}", render_table(&report));
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
+    write_verdict(&report, args.report.as_deref(), args.junit.as_deref())
+}
+
+/// Writes `--report` and `--junit` (when given) and turns the verdict into
+/// the exit status: `Ok` on a pass, a [`FailedError`] (exit 1) otherwise.
+pub(crate) fn write_verdict(
+    report: &Report,
+    json_path: Option<&std::path::Path>,
+    junit_path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json_path {
+        let json = serde_json::to_string_pretty(report).context("serializing the report")?;
         std::fs::write(path, json + "\n")
             .with_context(|| format!("--report: cannot write {}", path.display()))?;
     }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, crate::load::report::junit_xml(&report))
+    if let Some(path) = junit_path {
+        std::fs::write(path, crate::load::report::junit_xml(report))
             .with_context(|| format!("--junit: cannot write {}", path.display()))?;
     }
     if report.pass {

@@ -4,9 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-
-use crate::error::{FailedError, UsageError};
+use crate::error::UsageError;
 use crate::load::{render_table, Report, Slo};
 
 /// Flags of `wsfault report`.
@@ -70,18 +68,5 @@ fn merge(args: MergeArgs) -> anyhow::Result<()> {
         crate::load::merge::merge(&reports, &slos).map_err(|e| UsageError(e.to_string()))?;
     println!("merged {} reports", reports.len());
     print!("{}", render_table(&merged));
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&merged).context("serializing the report")?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("--report: cannot write {}", path.display()))?;
-    }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, crate::load::report::junit_xml(&merged))
-            .with_context(|| format!("--junit: cannot write {}", path.display()))?;
-    }
-    if merged.pass {
-        Ok(())
-    } else {
-        Err(FailedError(format!("verdict FAIL: {}", merged.failures.join("; "))).into())
-    }
+    super::load::write_verdict(&merged, args.report.as_deref(), args.junit.as_deref())
 }

@@ -114,7 +114,7 @@ pub fn merge(reports: &[(String, Report)], slos: &[Slo]) -> Result<Report, Merge
     } else {
         slos.to_vec()
     };
-    merged.judge(&slos, None, 0.0);
+    super::slo::judge(&mut merged, &slos, None, 0.0);
     Ok(merged)
 }
 

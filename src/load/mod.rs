@@ -335,7 +335,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         })
         .collect();
     let script = cfg.script.clone().map(|s| {
-        Arc::new(script_session::ScriptRun::new(
+        Arc::new(script::ScriptRun::new(
             s,
             cfg.url.trim(),
             cfg.subprotocol.as_deref(),
@@ -548,7 +548,7 @@ fn build_report(
     } else {
         cfg.slos.clone()
     };
-    r.judge(&slos, cfg.baseline.as_ref(), cfg.max_regression_pct);
+    slo::judge(&mut r, &slos, cfg.baseline.as_ref(), cfg.max_regression_pct);
     r
 }
 

@@ -6,8 +6,6 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::slo::Slo;
-
 /// The result of a load test. Serialized as the `--report` JSON; every field
 /// has a default so older or partial reports load as baselines.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -138,35 +136,6 @@ impl Report {
             latency: encode_histogram(latency),
             reconnect: encode_histogram(reconnect),
         });
-    }
-
-    /// Evaluates `slos` and the baseline, and sets `pass` and `failures`.
-    pub fn judge(&mut self, slos: &[Slo], baseline: Option<&Report>, max_regression_pct: f64) {
-        self.slo = slos.iter().map(|s| s.evaluate(self)).collect();
-        self.baseline = baseline
-            .map(|base| compare_baseline(base, self, max_regression_pct))
-            .unwrap_or_default();
-        let mut failures = Vec::new();
-        if self.connections.succeeded == 0 {
-            let why = self
-                .errors
-                .samples
-                .first()
-                .map(|s| format!(": {}", s.message))
-                .unwrap_or_default();
-            failures.push(format!("no connection succeeded{why}"));
-        }
-        for s in self.slo.iter().filter(|s| !s.pass) {
-            failures.push(format!("SLO {} failed (measured {})", s.expr, s.value));
-        }
-        for b in self.baseline.iter().filter(|b| !b.pass) {
-            failures.push(format!(
-                "{} regressed by {:.1}% against the baseline (max {}%)",
-                b.metric, b.regression_pct, max_regression_pct
-            ));
-        }
-        self.pass = failures.is_empty();
-        self.failures = failures;
     }
 }
 

@@ -28,9 +28,10 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::script_check::IdHasher;
 use super::template::{Template, Vars};
 use crate::config::{line_col, yaml_error};
-use crate::protocols::{self, ProtocolSetting};
+use crate::protocols::{self, Handshake, Profile, ProtocolSetting};
 
 /// How long an `expect` step waits by default.
 pub const DEFAULT_EXPECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,6 +120,58 @@ impl Script {
             ));
         }
         checks
+    }
+}
+
+/// A script with what is derived from it once per run.
+#[derive(Debug)]
+pub(crate) struct ScriptRun {
+    /// The script.
+    pub script: Script,
+    /// Whose heartbeats the client answers.
+    pub profile: &'static dyn Profile,
+    /// Hashes reply ids.
+    pub ids: IdHasher,
+    /// The URL when it has placeholders (e.g. `?from={{last_seq}}`),
+    /// rendered for each connection.
+    pub url: Option<Template>,
+}
+
+impl ScriptRun {
+    /// Decides the profile: the script's, or (auto) the one that claims the
+    /// URL and subprotocol, or the first `open` message.
+    pub fn new(script: Script, url: &str, subprotocol: Option<&str>) -> ScriptRun {
+        let profile = match script.protocol {
+            ProtocolSetting::Fixed(p) => p,
+            ProtocolSetting::Auto => {
+                let path_and_query = url
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+                    .unwrap_or("/");
+                protocols::detect_handshake(&Handshake {
+                    path_and_query,
+                    subprotocol,
+                })
+                .unwrap_or_else(|| {
+                    let first = script.open.iter().find_map(|s| match s {
+                        Step::Send(t) => Some(t.render(&Vars::default(), &mut String::new())),
+                        Step::Expect { .. } => None,
+                    });
+                    first.map_or(protocols::NONE, |m| {
+                        protocols::detect_first_message(m.as_bytes())
+                    })
+                })
+            }
+        };
+        ScriptRun {
+            script,
+            profile,
+            ids: IdHasher::default(),
+            url: url
+                .contains("{{")
+                .then(|| Template::parse(url).ok())
+                .flatten(),
+        }
     }
 }
 

@@ -16,15 +16,15 @@ use regex::{CaptureLocations, Regex};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::report::MessageCounts;
-use super::script::{Script, Step};
-use super::script_check::{Answer, IdHasher, ReplyCheck, SequenceCheck};
+use super::script::{Script, ScriptRun, Step};
+use super::script_check::{Answer, ReplyCheck, SequenceCheck};
 use super::session::{
     describe_close, describe_ws_error, end_session, initial_jitter, FrameQueue, SessionEnd, Tally,
     Ws, LIVE_PUSH,
 };
 use super::template::{Template, Vars};
 use crate::frame::Opcode;
-use crate::protocols::{self, Handshake, Kind, Profile, ProtocolSetting};
+use crate::protocols::{self, Kind};
 
 /// Messages queued for the writer before new sends are skipped.
 const MAX_QUEUED: usize = 1024;
@@ -32,56 +32,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long a draining connection stays open once nothing is outstanding,
 /// so that a late duplicate is still counted.
 const LINGER: Duration = Duration::from_millis(300);
-
-/// A script with what is derived from it once per run.
-#[derive(Debug)]
-pub(crate) struct ScriptRun {
-    pub script: Script,
-    /// Whose heartbeats the client answers.
-    pub profile: &'static dyn Profile,
-    pub ids: IdHasher,
-    /// The URL when it has placeholders (e.g. `?from={{last_seq}}`),
-    /// rendered for each connection.
-    pub url: Option<Template>,
-}
-
-impl ScriptRun {
-    /// Decides the profile: the script's, or (auto) the one that claims the
-    /// URL and subprotocol, or the first `open` message.
-    pub fn new(script: Script, url: &str, subprotocol: Option<&str>) -> ScriptRun {
-        let profile = match script.protocol {
-            ProtocolSetting::Fixed(p) => p,
-            ProtocolSetting::Auto => {
-                let path_and_query = url
-                    .split_once("://")
-                    .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
-                    .unwrap_or("/");
-                protocols::detect_handshake(&Handshake {
-                    path_and_query,
-                    subprotocol,
-                })
-                .unwrap_or_else(|| {
-                    let first = script.open.iter().find_map(|s| match s {
-                        Step::Send(t) => Some(t.render(&Vars::default(), &mut String::new())),
-                        Step::Expect { .. } => None,
-                    });
-                    first.map_or(protocols::NONE, |m| {
-                        protocols::detect_first_message(m.as_bytes())
-                    })
-                })
-            }
-        };
-        ScriptRun {
-            script,
-            profile,
-            ids: IdHasher::default(),
-            url: url
-                .contains("{{")
-                .then(|| Template::parse(url).ok())
-                .flatten(),
-        }
-    }
-}
 
 /// What a slot keeps across its connections.
 pub(crate) struct ScriptSlot {

@@ -43,7 +43,7 @@ const SAMPLE_BATCH: usize = 256;
 /// State shared by every slot of one run.
 pub(crate) struct Ctx {
     /// Script mode: the script and what is derived from it.
-    pub script: Option<Arc<super::script_session::ScriptRun>>,
+    pub script: Option<Arc<super::script::ScriptRun>>,
     pub url: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub subprotocol: Option<HeaderValue>,

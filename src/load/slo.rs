@@ -15,7 +15,7 @@
 // The report holds SLO results, so it sits below this module: SLOs read a
 // report, the report never reads SLOs.
 pub use super::report::SloResult;
-use super::report::{round3, Report};
+use super::report::{compare_baseline, round3, Report};
 
 /// Every metric name an SLO may use.
 pub const METRIC_NAMES: &[&str] = &[
@@ -290,6 +290,40 @@ fn metric_from_name(name: &str) -> Option<Metric> {
         "throughput" => Metric::Throughput,
         _ => return None,
     })
+}
+
+/// Evaluates `slos` and the baseline, and sets `pass` and `failures`.
+pub fn judge(
+    report: &mut Report,
+    slos: &[Slo],
+    baseline: Option<&Report>,
+    max_regression_pct: f64,
+) {
+    report.slo = slos.iter().map(|s| s.evaluate(report)).collect();
+    report.baseline = baseline
+        .map(|base| compare_baseline(base, report, max_regression_pct))
+        .unwrap_or_default();
+    let mut failures = Vec::new();
+    if report.connections.succeeded == 0 {
+        let why = report
+            .errors
+            .samples
+            .first()
+            .map(|s| format!(": {}", s.message))
+            .unwrap_or_default();
+        failures.push(format!("no connection succeeded{why}"));
+    }
+    for s in report.slo.iter().filter(|s| !s.pass) {
+        failures.push(format!("SLO {} failed (measured {})", s.expr, s.value));
+    }
+    for b in report.baseline.iter().filter(|b| !b.pass) {
+        failures.push(format!(
+            "{} regressed by {:.1}% against the baseline (max {}%)",
+            b.metric, b.regression_pct, max_regression_pct
+        ));
+    }
+    report.pass = failures.is_empty();
+    report.failures = failures;
 }
 
 #[cfg(test)]

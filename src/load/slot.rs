@@ -92,14 +92,16 @@ pub(crate) async fn run_slot(ctx: Arc<Ctx>, id: u32, stop: CancellationToken) ->
                 break;
             }
         }
-        tally.res.attempted += 1;
-        LiveStats::add(&tally.ctx.live.attempted, 1);
         let ctx = tally.ctx.clone();
         let url = script.as_ref().and_then(|s| s.url(id));
         let connected = tokio::select! {
             r = connect(&ctx, url.as_deref().unwrap_or(&ctx.url)) => r,
+            // The run ended while connecting: not an attempt that could
+            // succeed or fail, so it is not counted.
             _ = ctx.hard_stop.cancelled() => break,
         };
+        tally.res.attempted += 1;
+        LiveStats::add(&tally.ctx.live.attempted, 1);
         let end = match connected {
             Err(message) => SessionEnd::Failed(message),
             Ok(ws) => match (resume.as_mut(), script.as_mut()) {

@@ -24,7 +24,7 @@ struct Close {
 /// `after_ms` or `after_messages` (neither: at once).
 pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
     let code = attrs.u64_or("code", 1000..=4999, 1000)? as u16;
-    let reason = attrs.opt_string("reason")?.unwrap_or_default();
+    let reason = attrs.string_or("reason", "")?;
     if reason.len() > 123 {
         return Err(AttrError::new(
             "reason",

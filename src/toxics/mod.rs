@@ -22,6 +22,7 @@
 //! | `rng.rs` | [`toxic_rng`]: one seeded RNG per toxic, connection and stream |
 //! | `matching.rs` | [`MatchSpec`], [`ConnFacts`]: which connections (and, later, messages) a toxic acts on |
 //! | `api.rs` | what a type implements and sees: [`ToxicDef`], [`ToxicState`], [`ToxicCx`], [`Item`], [`Output`] |
+//! | `describe.rs` | [`TypeInfo`]: each type's attributes, found by running its parser in probe mode (`GET /toxic-types`) |
 //! | `spec.rs` | [`ToxicSpec`], [`ScheduleSpec`], [`ToxicError`], validation into a [`ToxicEntry`] |
 //! | `runtime.rs` | [`ActiveToxic`], [`run_chain`], [`run_deadline`], [`handshake_actions`] |
 //!
@@ -32,6 +33,7 @@
 
 mod api;
 mod attrs;
+mod describe;
 mod matching;
 pub mod message_match;
 mod rng;
@@ -64,7 +66,8 @@ pub use api::{
     ms, CloseSpec, DeadlineCx, EndAction, HandshakeAction, InstanceCx, Item, MessageTracker,
     Output, ParseFn, ToxicCx, ToxicDef, ToxicState,
 };
-pub use attrs::{AttrError, Attributes};
+pub use attrs::{AttrError, AttrInfo, AttrKind, Attributes};
+pub use describe::{describe, TypeInfo};
 pub use matching::{glob_match, ConnFacts, MatchSpec};
 pub use rng::{hash_str, mix_seed, toxic_rng};
 pub use runtime::{
@@ -98,6 +101,12 @@ pub const REGISTRY: &[(&str, ParseFn)] = &[
     ("reject_handshake", reject_handshake::parse),
     ("handshake_delay", handshake_delay::parse),
 ];
+
+/// Every type of [`REGISTRY`] with its attributes, kinds, ranges, defaults
+/// and what is required, read from the types' parsers (`GET /toxic-types`).
+pub fn toxic_types() -> Vec<TypeInfo> {
+    describe::describe_all(REGISTRY)
+}
 
 /// The names of all toxic types, for error messages.
 pub fn type_names() -> String {

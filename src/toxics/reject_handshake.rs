@@ -19,9 +19,7 @@ struct RejectHandshake {
 /// Parses `status` (200..=599 but not 101, default 503), `body` and `probability` (default 1).
 pub fn parse(attrs: &mut Attributes) -> Result<Arc<dyn ToxicDef>, AttrError> {
     let status = attrs.u64_or("status", 200..=599, 503)? as u16;
-    let body = attrs
-        .opt_string("body")?
-        .unwrap_or_else(|| "wsfault: handshake rejected\n".to_string());
+    let body = attrs.string_or("body", "wsfault: handshake rejected\n")?;
     let probability = attrs.probability_or("probability", 1.0)?;
     Ok(Arc::new(RejectHandshake {
         status,

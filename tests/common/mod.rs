@@ -11,6 +11,8 @@
 //! - [`procs`]: the `wsfault` binary and other child processes.
 //! - [`ws`]: an in-process proxy, raw-frame WebSocket peers, HTTP clients
 //!   for the admin API, echo servers (in-process and Python).
+//! - [`docker`]: `docker` commands, the test binary in the build context,
+//!   run-unique names and admin calls for the Docker tests.
 //! - [`load`]: the echo server in-process, a deliberately broken server, a
 //!   lossy forwarder and an XML check for the load-client tests.
 //! - [`services`]: third-party services and clients from PyPI (Socket.IO,
@@ -21,6 +23,7 @@
 //! and `allow(unused_imports)` on the re-exports.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod load;
 pub mod ports;
 pub mod procs;
@@ -29,6 +32,8 @@ pub mod tools;
 pub mod wait;
 pub mod ws;
 
+#[allow(unused_imports)]
+pub use docker::*;
 #[allow(unused_imports)]
 pub use load::*;
 #[allow(unused_imports)]

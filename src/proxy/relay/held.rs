@@ -108,8 +108,11 @@ impl Held {
     /// The next item that may be written before the (not yet due) front:
     /// a due frame a toxic's `match.message`/`count` passed by, either a
     /// control frame or, between messages, the first frame of a whole due
-    /// message (its other frames follow as the front moves on). Nothing
-    /// passes an end item, and a message's frames never get split.
+    /// message (its other frames follow as the front moves on). It only
+    /// passes frames a toxic held (not passed by): one passed by that is not
+    /// due yet — delayed by an earlier toxic of the chain, e.g. a latency
+    /// with jitter — keeps everything behind it in order. Nothing passes an
+    /// end item, and a message's frames never get split.
     fn overtaking(&mut self, now: Instant) -> Option<(Output, Instant)> {
         let mut open_message = self.mid_message;
         let mut found = None;
@@ -117,6 +120,9 @@ impl Held {
             let Item::Frame(frame) = &output.item else {
                 break;
             };
+            if output.overtake && output.not_before > now {
+                break;
+            }
             let opcode = frame.header.opcode;
             let due = output.overtake && output.not_before <= now;
             if opcode.is_control() {
@@ -260,5 +266,58 @@ impl Held {
             Some(End::Closed) | None => Ok(()),
             Some(end) => Err(end),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::toxics::testkit::{ping, text};
+    use std::time::Duration;
+
+    fn item(frame: crate::frame::Frame, at: Instant, overtake: bool) -> (Output, Instant) {
+        let mut output = Output::at(at, Item::Frame(frame));
+        output.overtake = overtake;
+        (output, at)
+    }
+
+    fn payload(o: &Output) -> String {
+        match &o.item {
+            Item::Frame(f) => String::from_utf8_lossy(&f.plain_payload()).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn passed_by_messages_overtake_held_ones_but_not_each_other() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut held = Held::default();
+        // A heartbeat a toxic holds for 2 s; then data messages another toxic
+        // (latency with jitter) delayed and the heartbeat toxic passed by.
+        for (output, read_at) in [
+            item(text("hb"), ms(2000), false),
+            item(text("a"), ms(180), true),
+            item(text("b"), ms(120), true),
+        ] {
+            held.push(output, read_at);
+        }
+        assert!(held.overtaking(ms(130)).is_none(), "b must not pass a");
+        let first = held.overtaking(ms(190)).expect("a passes the heartbeat");
+        assert_eq!(payload(&first.0), "a");
+        let second = held.overtaking(ms(190)).expect("then b");
+        assert_eq!(payload(&second.0), "b");
+        assert!(held.overtaking(ms(190)).is_none(), "the heartbeat waits");
+    }
+
+    #[test]
+    fn a_due_control_frame_passed_by_overtakes_a_held_message() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut held = Held::default();
+        held.push(item(text("slow"), ms(1000), false).0, t0);
+        held.push(item(ping("p"), ms(5), true).0, t0);
+        let out = held.overtaking(ms(10)).expect("the ping passes");
+        assert_eq!(payload(&out.0), "p");
     }
 }
