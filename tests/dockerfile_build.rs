@@ -64,15 +64,6 @@ const DEPS_LAYER_MARK: &str = "fn main() {}";
 /// user. A binary with debug info is ~95 MB.
 const MAX_ADDED: u64 = 20_000_000;
 
-/// A `docker` command, run to completion.
-fn docker(args: &[&str], limit: Duration) -> Ran {
-    run(
-        Command::new("docker").args(args),
-        &format!("docker {}", args.first().unwrap_or(&"")),
-        limit,
-    )
-}
-
 /// A `docker` command that must exit 0; its stdout, trimmed.
 fn docker_ok(args: &[&str], limit: Duration) -> String {
     let ran = docker(args, limit);
@@ -430,11 +421,7 @@ fn readme_dockerfile_builds_a_small_image_that_runs_the_compose_stack() {
     base_image(&["--rust"]);
     let (crates, crates_hash) = crates_image();
 
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let suffix = format!("{}-{nanos:x}", std::process::id());
+    let suffix = run_suffix();
     let made = Made {
         image: format!("wsfault:dockerfile-test-{suffix}"),
         container: format!("wsfault-dockerfile-test-{suffix}"),
@@ -569,9 +556,7 @@ fn readme_dockerfile_builds_a_small_image_that_runs_the_compose_stack() {
     assert!(load.ok(), "load verdict: {}", load.both());
     let report = read_report(&reports.path().join("report.json"));
     assert_clean_report(&report, "compose stack on the Dockerfile's image");
-    let (status, metrics) =
-        http_blocking(admin_addr, "GET", "/metrics", None).expect("GET /metrics");
-    assert_eq!(status, 200, "{metrics}");
+    let metrics = admin(admin_addr, "GET", "/metrics", None, 200);
     let actions = metric_sum(
         &metrics,
         "wsfault_toxic_actions_total",
