@@ -181,78 +181,64 @@ fn injected_equals_detected(
         clean.show()
     );
 
-    let loss = run_case(
-        proxy,
-        case(
-            Some(counted(
-                "loss",
-                "message_loss",
-                json!({"probability": 1.0}),
-                data.clone(),
-                7,
-                3,
-            )),
-            &[],
+    // One toxic per run, acting on `picks` messages of each connection (every
+    // `every`-th one that matches): what it did is what the client saw.
+    // `reorder`: the picked messages go to the toxic in turn, one is held and
+    // the next releases it (not held itself), so 4 picks are 2 actions.
+    let cases = [
+        (
+            "loss",
+            "message_loss",
+            json!({"probability": 1.0}),
+            &data,
+            7,
+            3,
+            3,
+            "lost",
+            "duplicated",
         ),
-    );
-    assert_eq!(loss.actions, CONNS * 3, "{}", loss.show());
-    assert_eq!(
-        loss.messages("lost"),
-        loss.actions,
-        "lost == injected: {}",
-        loss.show()
-    );
-    assert_eq!(loss.messages("duplicated"), 0, "{}", loss.show());
-    assert_eq!(loss.report["pass"], false, "loss==0 fails: {}", loss.show());
-    assert_eq!(loss.code, Some(1), "{}", loss.show());
-
-    let dup = run_case(
-        proxy,
-        case(
-            Some(counted(
-                "dup",
-                "duplicate",
-                json!({"probability": 1.0}),
-                data.clone(),
-                5,
-                4,
-            )),
-            &[],
+        (
+            "dup",
+            "duplicate",
+            json!({"probability": 1.0}),
+            &data,
+            5,
+            4,
+            4,
+            "duplicated",
+            "lost",
         ),
-    );
-    assert_eq!(dup.actions, CONNS * 4, "{}", dup.show());
-    assert_eq!(
-        dup.messages("duplicated"),
-        dup.actions,
-        "duplicated == injected: {}",
-        dup.show()
-    );
-    assert_eq!(dup.messages("lost"), 0, "{}", dup.show());
-
-    // The messages `count` picks go to the toxic in turn: one is held, the
-    // next releases it (it is not held itself), so 4 picks are 2 actions.
-    let reorder = run_case(
-        proxy,
-        case(
-            Some(counted(
-                "reorder",
-                "reorder",
-                json!({"distance": 1, "probability": 1.0}),
-                sequenced,
-                6,
-                4,
-            )),
-            &[],
+        (
+            "reorder",
+            "reorder",
+            json!({"distance": 1, "probability": 1.0}),
+            &sequenced,
+            6,
+            4,
+            2,
+            "reordered",
+            "lost",
         ),
-    );
-    assert_eq!(reorder.actions, CONNS * 2, "{}", reorder.show());
-    assert_eq!(
-        reorder.messages("reordered"),
-        reorder.actions,
-        "reordered == injected: {}",
-        reorder.show()
-    );
-    assert_eq!(reorder.messages("lost"), 0, "{}", reorder.show());
+    ];
+    for (name, kind, attrs, message, every, picks, acts, detected, untouched) in cases {
+        let toxic = counted(name, kind, attrs, message.clone(), every, picks);
+        let out = run_case(proxy, case(Some(toxic), &[]));
+        assert_eq!(out.actions, CONNS * acts, "{name}: {}", out.show());
+        assert_eq!(
+            out.messages(detected),
+            out.actions,
+            "{name}: {detected} == injected: {}",
+            out.show()
+        );
+        assert_eq!(out.messages(untouched), 0, "{name}: {}", out.show());
+        assert_eq!(
+            out.report["pass"],
+            false,
+            "{name}: an SLO fails: {}",
+            out.show()
+        );
+        assert_eq!(out.code, Some(1), "{name}: {}", out.show());
+    }
 
     let drops = run_case(
         proxy,

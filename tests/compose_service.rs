@@ -88,28 +88,7 @@ impl Stack {
         let id = self.ok(&["ps", "-q", service], Duration::from_secs(60));
         let id = id.stdout.trim();
         assert!(!id.is_empty(), "no container for {service}");
-        let deadline = Instant::now() + limit;
-        loop {
-            let state = docker(
-                &[
-                    "inspect",
-                    "-f",
-                    "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-                    id,
-                ],
-                Duration::from_secs(120),
-            );
-            let state = state.stdout.trim();
-            if state.ends_with(" healthy") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{service} not healthy within {limit:?} (state: {state})\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        wait_healthy(id, limit, || self.logs());
     }
 
     /// `compose run load ARGS...` (the service's own command when empty),

@@ -151,33 +151,6 @@ impl Drop for Project<'_> {
     }
 }
 
-/// `docker inspect -f FORMAT ID`, trimmed.
-fn inspect(id: &str, format: &str) -> String {
-    let ran = docker(&["inspect", "-f", format, id], Duration::from_secs(30));
-    assert!(ran.ok(), "docker inspect {id}: {}", ran.both());
-    ran.stdout.trim().to_string()
-}
-
-/// Waits for the container's healthcheck to report healthy.
-fn wait_healthy(project: &Project, id: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let state = inspect(
-            id,
-            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-        );
-        if state.ends_with(" healthy") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline && !state.starts_with("exited"),
-            "proxy not healthy within {limit:?} (state: {state})\n{}",
-            project.logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// Step 1 and 2: the base image (built when missing) and the image under
 /// test, built by compose from this test's binary.
 fn build_image(cli: Vec<String>) -> Env {
@@ -272,7 +245,7 @@ fn compose_stack_passes_its_verdict_while_toxics_flip() {
         Duration::from_secs(180),
     );
     let proxy_id = stack.container("proxy");
-    wait_healthy(&stack, &proxy_id, Duration::from_secs(90));
+    wait_healthy(&proxy_id, Duration::from_secs(90), || stack.logs());
     eprintln!("backend + proxy healthy in {:.1?}", t.elapsed());
     let proxies = admin(admin_addr, "GET", "/proxies", None, 200);
     assert!(proxies.contains("\"app\""), "{proxies}");

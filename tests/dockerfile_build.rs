@@ -71,11 +71,6 @@ fn docker_ok(args: &[&str], limit: Duration) -> String {
     ran.stdout.trim().to_string()
 }
 
-/// `docker inspect -f FORMAT ID`, trimmed.
-fn inspect(id: &str, format: &str) -> String {
-    docker_ok(&["inspect", "-f", format, id], Duration::from_secs(30))
-}
-
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -385,26 +380,6 @@ impl Drop for Project {
         if !ran.ok() {
             eprintln!("teardown of {} failed: {}", self.name, ran.both());
         }
-    }
-}
-
-/// Waits until the container's healthcheck says healthy.
-fn wait_healthy(id: &str, limit: Duration, logs: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let state = inspect(
-            id,
-            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-        );
-        if state.ends_with(" healthy") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline && !state.starts_with("exited"),
-            "{id} not healthy within {limit:?} (state: {state})\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -59,3 +59,31 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, wan
     assert_eq!(status, want, "{method} {path}: {text}");
     text
 }
+
+/// `docker inspect -f FORMAT ID`, trimmed; panics when docker fails.
+pub fn inspect(id: &str, format: &str) -> String {
+    let ran = docker(&["inspect", "-f", format, id], Duration::from_secs(30));
+    assert!(ran.ok(), "docker inspect {id}: {}", ran.both());
+    ran.stdout.trim().to_string()
+}
+
+/// Waits until container `id`'s healthcheck says healthy; panics after
+/// `limit` or when it exited, with `logs()` in the message.
+pub fn wait_healthy(id: &str, limit: Duration, logs: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let state = inspect(
+            id,
+            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+        );
+        if state.ends_with(" healthy") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && !state.starts_with("exited"),
+            "{id} not healthy within {limit:?} (state: {state})\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
