@@ -41,6 +41,19 @@ if ! .venv/bin/python -c 'import websockets, kosoku, toxiproxy, socketio, engine
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
 
+# The Docker tests need three debootstrap base images (each skipped when it
+# exists). Building them takes minutes of mostly network and disk; do it in
+# the background while cargo compiles, and wait before the tests start.
+bases_pid=""
+if command -v docker >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 \
+   && docker info >/dev/null 2>&1; then
+  echo "== building the Docker base images in the background (log: target/base-images.log)"
+  mkdir -p target
+  ( docker/build-base-image.sh && docker/build-base-image.sh --python \
+      && docker/build-base-image.sh --rust ) > target/base-images.log 2>&1 &
+  bases_pid=$!
+fi
+
 export WSFAULT_REQUIRE_TOOLS="${WSFAULT_REQUIRE_TOOLS:-1}"
 export WSFAULT_PYTHON="$PWD/.venv/bin/python"
 
@@ -48,6 +61,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test --no-run (build the tests)"
+cargo test --lib --bins --tests --locked --no-run
+if [ -n "$bases_pid" ]; then
+  # A failure here is not fatal: the tests build what is missing themselves.
+  wait "$bases_pid" || echo "== base images: see target/base-images.log (the tests retry)"
+fi
 echo "== cargo test"
 cargo test --lib --bins --tests --locked -- --test-threads 2
 echo "== all tests passed"
