@@ -50,7 +50,21 @@ pub struct LoadArgs {
     /// YAML phases {name, duration, connections, rate} run in order.
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
-    /// SLO such as p99<100ms, loss==0, errors<1% (repeatable).
+    /// SLOs and the report files.
+    #[command(flatten)]
+    pub verdict: VerdictArgs,
+    /// Compare with an earlier --report (throughput, p50, p99).
+    #[arg(long, value_name = "FILE.json")]
+    pub baseline: Option<PathBuf>,
+    /// Largest acceptable regression against --baseline, in percent.
+    #[arg(long, value_name = "PCT", default_value = "10%", value_parser = parse_percent)]
+    pub max_regression: f64,
+}
+
+/// The verdict's flags, shared by `wsfault load` and `wsfault report merge`.
+#[derive(Debug, clap::Args)]
+pub struct VerdictArgs {
+    /// SLO such as p99<100ms, loss==0, errors<1% (repeatable; default: loss==0 dup==0 reorder==0 corrupt==0).
     #[arg(long = "slo", value_name = "EXPR")]
     pub slo: Vec<String>,
     /// Write the JSON report here.
@@ -59,12 +73,6 @@ pub struct LoadArgs {
     /// Write JUnit XML (one test case per SLO) here.
     #[arg(long, value_name = "FILE.xml")]
     pub junit: Option<PathBuf>,
-    /// Compare with an earlier --report (throughput, p50, p99).
-    #[arg(long, value_name = "FILE.json")]
-    pub baseline: Option<PathBuf>,
-    /// Largest acceptable regression against --baseline, in percent.
-    #[arg(long, value_name = "PCT", default_value = "10%", value_parser = parse_percent)]
-    pub max_regression: f64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -162,6 +170,7 @@ pub fn load_config(args: &LoadArgs) -> Result<LoadConfig, ConfigError> {
             .push((k.trim().to_string(), v.trim().to_string()));
     }
     cfg.slos = args
+        .verdict
         .slo
         .iter()
         .map(|e| Slo::parse(e))
@@ -198,22 +207,18 @@ pub async fn run_command(args: LoadArgs) -> anyhow::Result<()> {
     });
     let report = crate::load::run(cfg).await?;
     print!("{}", render_table(&report));
-    write_verdict(&report, args.report.as_deref(), args.junit.as_deref())
+    write_verdict(&report, &args.verdict)
 }
 
 /// Writes `--report` and `--junit` (when given) and turns the verdict into
 /// the exit status: `Ok` on a pass, a [`FailedError`] (exit 1) otherwise.
-pub(crate) fn write_verdict(
-    report: &Report,
-    json_path: Option<&std::path::Path>,
-    junit_path: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    if let Some(path) = json_path {
+pub(crate) fn write_verdict(report: &Report, files: &VerdictArgs) -> anyhow::Result<()> {
+    if let Some(path) = &files.report {
         let json = serde_json::to_string_pretty(report).context("serializing the report")?;
         std::fs::write(path, json + "\n")
             .with_context(|| format!("--report: cannot write {}", path.display()))?;
     }
-    if let Some(path) = junit_path {
+    if let Some(path) = &files.junit {
         std::fs::write(path, crate::load::report::junit_xml(report))
             .with_context(|| format!("--junit: cannot write {}", path.display()))?;
     }

@@ -30,15 +30,9 @@ pub struct MergeArgs {
     /// Reports written by `wsfault load --report` (at least one).
     #[arg(value_name = "FILE.json", required = true)]
     pub files: Vec<PathBuf>,
-    /// SLO such as p99<100ms, loss==0, errors<1% (repeatable; default: loss==0 dup==0 reorder==0 corrupt==0).
-    #[arg(long = "slo", value_name = "EXPR")]
-    pub slo: Vec<String>,
-    /// Write the merged JSON report here.
-    #[arg(long, value_name = "FILE.json")]
-    pub report: Option<PathBuf>,
-    /// Write JUnit XML (one test case per SLO) here.
-    #[arg(long, value_name = "FILE.xml")]
-    pub junit: Option<PathBuf>,
+    /// SLOs over the whole, and the merged report's files.
+    #[command(flatten)]
+    pub verdict: super::load::VerdictArgs,
 }
 
 /// Runs `wsfault report`.
@@ -50,6 +44,7 @@ pub async fn run_command(args: ReportArgs) -> anyhow::Result<()> {
 
 fn merge(args: MergeArgs) -> anyhow::Result<()> {
     let slos = args
+        .verdict
         .slo
         .iter()
         .map(|e| Slo::parse(e))
@@ -68,5 +63,5 @@ fn merge(args: MergeArgs) -> anyhow::Result<()> {
         crate::load::merge::merge(&reports, &slos).map_err(|e| UsageError(e.to_string()))?;
     println!("merged {} reports", reports.len());
     print!("{}", render_table(&merged));
-    super::load::write_verdict(&merged, args.report.as_deref(), args.junit.as_deref())
+    super::load::write_verdict(&merged, &args.verdict)
 }

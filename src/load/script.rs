@@ -135,6 +135,10 @@ pub(crate) struct ScriptRun {
     /// The URL when it has placeholders (e.g. `?from={{last_seq}}`),
     /// rendered for each connection.
     pub url: Option<Template>,
+    /// Some template uses `{{now_ms}}` (the clock is read only then).
+    pub uses_now: bool,
+    /// Some template uses `{{uuid}}` (random bits are drawn only then).
+    pub uses_uuid: bool,
 }
 
 impl ScriptRun {
@@ -163,14 +167,26 @@ impl ScriptRun {
                 })
             }
         };
+        let url_template = url
+            .contains("{{")
+            .then(|| Template::parse(url).ok())
+            .flatten();
+        let uses = |f: fn(&Template) -> bool| {
+            script.send.as_ref().is_some_and(f)
+                || url_template.as_ref().is_some_and(f)
+                || script
+                    .open
+                    .iter()
+                    .any(|s| matches!(s, Step::Send(t) if f(t)))
+        };
+        let (uses_now, uses_uuid) = (uses(Template::uses_now), uses(Template::uses_uuid));
         ScriptRun {
             script,
             profile,
             ids: IdHasher::default(),
-            url: url
-                .contains("{{")
-                .then(|| Template::parse(url).ok())
-                .flatten(),
+            url: url_template,
+            uses_now,
+            uses_uuid,
         }
     }
 }

@@ -79,27 +79,18 @@ impl ScriptSlot {
     }
 
     fn vars(&self, conn: u32) -> Vars {
-        let script = &self.run.script;
-        let uses = |f: fn(&Template) -> bool| {
-            script.send.as_ref().is_some_and(f)
-                || self.run.url.as_ref().is_some_and(f)
-                || script
-                    .open
-                    .iter()
-                    .any(|s| matches!(s, Step::Send(t) if f(t)))
-        };
         Vars {
             conn,
             n: self.n,
             last_seq: self.sequence.as_ref().map_or(0, SequenceCheck::last_seq),
-            now_ms: if uses(Template::uses_now) {
+            now_ms: if self.run.uses_now {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64)
             } else {
                 0
             },
-            uuid: if uses(Template::uses_uuid) {
+            uuid: if self.run.uses_uuid {
                 rand::random::<u128>()
             } else {
                 0
